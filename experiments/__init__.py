@@ -1,0 +1,1 @@
+"""Command line (``retune-suite``), built-in problems, and result writing."""

@@ -1,0 +1,26 @@
+"""Contractive maps φ(x, θ), their unrolled blocks Φ_K and restarts Φ_K^T, and hypergradients.
+
+The paper is "Restarted contractive operators to learn at equilibrium" (Davy, Briceño-Arias,
+Pustelnik, 2025); equation numbers in docstrings refer to it.
+"""
+
+from . import hypergrad, jacobians, problems, prox
+from .errors import ConvergenceError, InvalidInputError, NotContractiveError, RetuneError
+from .iteration import FixedPoint, IterationStats, Restart, fixed_point, restart, unroll
+
+__all__ = [
+    "ConvergenceError",
+    "FixedPoint",
+    "InvalidInputError",
+    "IterationStats",
+    "NotContractiveError",
+    "Restart",
+    "RetuneError",
+    "fixed_point",
+    "hypergrad",
+    "jacobians",
+    "problems",
+    "prox",
+    "restart",
+    "unroll",
+]

@@ -1,0 +1,280 @@
+r"""The six hypergradient estimators of the paper, for any step φ(x, θ).
+
+============  =====================================================================  ======
+name          formula                                                                paper
+============  =====================================================================  ======
+deq_exact     ∂_xL(x̂)ᵀ [I − ∂_xΦ_K(x̂)]⁻¹ ∂_θΦ_K(x̂), dense Jacobian, direct solve   (20)
+deq_solve     the same, adjoint equation solved matrix-free (GMRES or fixed point)  (20)
+deq_neumann   ∂_xL(x̂)ᵀ Σ_{p=0}^{P} ∂_xΦ_K(x̂)^p ∂_θΦ_K(x̂)                           (22)
+jfb           ∂_xL(x̂)ᵀ ∂_θΦ_K(x̂)                                                     (28)
+retune        ∂_xL(x_{KT})ᵀ ∂_θΦ_K(x_{K(T−1)}), T − 1 restarts without a graph       (25)
+unrolled      ∂_θ[L ∘ Φ_K^T(x_0, ·)], AD through all K·T steps                        (23)
+============  =====================================================================  ======
+
+θ is a tensor or a tuple of tensors; each estimator returns a gradient of the same
+structure. The caller's θ needs no ``requires_grad``: the estimators differentiate detached
+copies, so no graph ever reaches the caller's tensors. All products are vector-Jacobian
+products, on the device and in the dtype of the inputs.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+
+import torch
+
+from ._theta import Loss, Step, Theta, as_tuple, check_count, check_point, fresh_leaves, like
+from .errors import ConvergenceError, InvalidInputError
+from .iteration import IterationStats, restart, unroll
+from .jacobians import jacobian_x
+from .linsolve import gmres
+
+__all__ = ["deq_exact", "deq_neumann", "deq_solve", "jfb", "loss_gradient", "retune", "unrolled"]
+
+DENSE_LIMIT = 4096
+
+
+def loss_gradient(loss: Loss, x: torch.Tensor) -> torch.Tensor:
+    """∂_xL(x), checking that ``loss`` returns a finite scalar that depends on x."""
+    z = x.detach().requires_grad_(True)
+    with torch.enable_grad():
+        value = loss(z)
+        if not isinstance(value, torch.Tensor) or value.numel() != 1:
+            raise InvalidInputError(
+                "loss(x) must return a scalar tensor: reduce it with .sum() or .mean()."
+            )
+        if not torch.isfinite(value).all():
+            raise InvalidInputError("loss(x) is NaN or inf at the given point: check the data.")
+        if not value.requires_grad:
+            raise InvalidInputError(
+                "loss(x) does not depend on x (no gradient path): do not detach x inside loss."
+            )
+        (grad,) = torch.autograd.grad(value.reshape(()), z)
+    return grad
+
+
+def _grads_or_raise(
+    grads: tuple[torch.Tensor | None, ...], leaves: tuple[torch.Tensor, ...]
+) -> tuple[torch.Tensor, ...]:
+    for i, g in enumerate(grads):
+        if g is None:
+            raise InvalidInputError(
+                f"theta[{i}] has no gradient path through step(x, theta): the output does not "
+                "depend on it. Use theta inside step without .item(), .detach() or in-place "
+                "copies, or leave that tensor out of theta."
+            )
+    return tuple(g for g in grads)  # type: ignore[misc]
+
+
+class _Linearisation:
+    """One graph of Φ_K at a point, reused for every product ∂_xΦ_Kᵀw and ∂_θΦ_Kᵀw."""
+
+    def __init__(self, step: Step, theta: Theta, x: torch.Tensor, K: int):
+        self.theta = theta
+        self.leaves = fresh_leaves(theta)
+        self.z = x.detach().requires_grad_(True)
+        with torch.enable_grad():
+            self.out = unroll(step, K)(self.z, like(theta, self.leaves))
+        if self.out.shape != x.shape:
+            raise InvalidInputError(
+                f"step(x, theta) returned shape {tuple(self.out.shape)} for x of shape "
+                f"{tuple(x.shape)}: a step must map x to a tensor of the same shape."
+            )
+
+    def residual(self) -> float:
+        """‖Φ_K(x) − x‖ / ‖x‖ at the linearisation point."""
+        num = torch.linalg.vector_norm(self.out.detach() - self.z.detach()).item()
+        return num / max(torch.linalg.vector_norm(self.z.detach()).item(), 1e-300)
+
+    def adjoint_x(self, w: torch.Tensor) -> torch.Tensor:
+        """∂_xΦ_K(x)ᵀ w."""
+        (g,) = torch.autograd.grad(self.out, self.z, w, retain_graph=True, allow_unused=True)
+        return torch.zeros_like(w) if g is None else g
+
+    def adjoint_theta(self, w: torch.Tensor) -> Theta:
+        """∂_θΦ_K(x)ᵀ w, with the structure of θ."""
+        grads = torch.autograd.grad(self.out, self.leaves, w, retain_graph=True, allow_unused=True)
+        return like(self.theta, _grads_or_raise(grads, self.leaves))
+
+
+def _at_fixed_point(step: Step, theta: Theta, x_star: torch.Tensor, K: int) -> _Linearisation:
+    check_count(K, "K")
+    check_point(x_star, "x_star", theta)
+    as_tuple(theta)
+    lin = _Linearisation(step, theta, x_star, K)
+    rel = lin.residual()
+    if rel > math.sqrt(torch.finfo(x_star.dtype).eps):
+        warnings.warn(
+            f"x_star is not a fixed point of Φ_K (relative residual {rel:.2e}); the DEQ and JFB "
+            "formulas assume it is: compute it with operators.fixed_point first.",
+            stacklevel=3,
+        )
+    return lin
+
+
+def jfb(step: Step, theta: Theta, x_star: torch.Tensor, loss: Loss, K: int) -> Theta:
+    r"""Jacobian-free gradient at the fixed point, eq. (28).
+
+    .. math:: g^{JF}(θ) = ∂_xL(x̂_θ)ᵀ ∂_θΦ_K(x̂_θ, θ)
+    """
+    lin = _at_fixed_point(step, theta, x_star, K)
+    return lin.adjoint_theta(loss_gradient(loss, x_star))
+
+
+def deq_neumann(
+    step: Step, theta: Theta, x_star: torch.Tensor, loss: Loss, K: int, P: int
+) -> Theta:
+    r"""DEQ gradient with the inverse truncated to a Neumann series, eq. (22).
+
+    .. math:: g_P(θ) = ∂_xL(x̂)ᵀ \Big(\sum_{p=0}^{P} ∂_xΦ_K(x̂)^p\Big) ∂_θΦ_K(x̂)
+
+    P = 0 is :func:`jfb`, computed by the same products.
+    """
+    check_count(P, "P")
+    lin = _at_fixed_point(step, theta, x_star, K)
+    w = loss_gradient(loss, x_star)
+    total = w
+    for _ in range(P):
+        w = lin.adjoint_x(w)
+        total = total + w
+    return lin.adjoint_theta(total)
+
+
+def deq_exact(
+    step: Step, theta: Theta, x_star: torch.Tensor, loss: Loss, K: int, *, max_n: int = DENSE_LIMIT
+) -> Theta:
+    r"""DEQ gradient, eq. (20), with the dense Jacobian ∂_xΦ_K(x̂) and a direct solve.
+
+    .. math:: [I − ∂_xΦ_K(x̂)]ᵀ w = ∂_xL(x̂), \qquad g(θ) = ∂_θΦ_K(x̂)ᵀ w
+
+    For small n only (n ≤ ``max_n``); use :func:`deq_solve` beyond.
+    """
+    n = x_star.numel()
+    if n > max_n:
+        raise InvalidInputError(
+            f"deq_exact forms an n×n Jacobian and n = {n} > max_n = {max_n}: use "
+            "hypergrad.deq_solve (matrix-free) or raise max_n."
+        )
+    lin = _at_fixed_point(step, theta, x_star, K)
+    A = jacobian_x(unroll(step, K), x_star, theta)
+    eye = torch.eye(n, dtype=A.dtype, device=A.device)
+    v = loss_gradient(loss, x_star).reshape(-1)
+    w = torch.linalg.solve((eye - A).T, v)
+    if not torch.isfinite(w).all():
+        raise ConvergenceError("I − ∂_xΦ_K(x̂) is singular: Φ_K is not a contraction at x̂.")
+    return lin.adjoint_theta(w.reshape(x_star.shape))
+
+
+def deq_solve(
+    step: Step,
+    theta: Theta,
+    x_star: torch.Tensor,
+    loss: Loss,
+    K: int,
+    *,
+    tol: float = 1e-10,
+    method: str = "gmres",
+    maxiter: int = 1000,
+    restart_every: int = 50,
+    return_stats: bool = False,
+) -> Theta | tuple[Theta, IterationStats]:
+    r"""DEQ gradient, eq. (20), by a matrix-free solve of the adjoint equation.
+
+    .. math:: (I − ∂_xΦ_K(x̂)ᵀ) w = ∂_xL(x̂) \text{ to } ‖r‖ ≤ \mathrm{tol}·‖∂_xL(x̂)‖
+
+    ``method="gmres"`` (restarted GMRES, robust when δ_K is near 1) or ``"fixed_point"``
+    (w ← ∂_xL + ∂_xΦ_Kᵀw, rate δ_K). Only vector-Jacobian products are used. Raises
+    :class:`ConvergenceError` (with the residual history) rather than return an inexact or
+    zero gradient. With ``return_stats`` also returns the solve's :class:`IterationStats`.
+    """
+    if method not in ("gmres", "fixed_point"):
+        raise InvalidInputError(f"method must be 'gmres' or 'fixed_point', got {method!r}.")
+    if not tol > 0:
+        raise InvalidInputError(f"tol must be positive, got {tol!r}.")
+    lin = _at_fixed_point(step, theta, x_star, K)
+    v = loss_gradient(loss, x_star)
+    shape = v.shape
+
+    def matvec(w: torch.Tensor) -> torch.Tensor:
+        return w - lin.adjoint_x(w.reshape(shape)).reshape(-1)
+
+    if method == "gmres":
+        w, history = gmres(matvec, v.reshape(-1), tol=tol, restart=restart_every, maxiter=maxiter)
+        w = w.reshape(shape)
+    else:
+        w, history = _fixed_point_adjoint(lin, v, tol, maxiter)
+    grad = lin.adjoint_theta(w)
+    if return_stats:
+        stats = IterationStats(
+            residuals=torch.tensor(history, dtype=torch.float64),
+            blocks=len(history),
+            evaluations=len(history),
+            converged=True,
+            reason="tolerance",
+        )
+        return grad, stats
+    return grad
+
+
+def _fixed_point_adjoint(
+    lin: _Linearisation, v: torch.Tensor, tol: float, maxiter: int
+) -> tuple[torch.Tensor, list[float]]:
+    vnorm = torch.linalg.vector_norm(v).item()
+    if vnorm == 0.0:
+        return torch.zeros_like(v), [0.0]
+    w, history = v, []
+    for _ in range(maxiter):
+        nxt = v + lin.adjoint_x(w)
+        history.append(torch.linalg.vector_norm(nxt - w).item() / vnorm)
+        w = nxt
+        if history[-1] <= tol:
+            return w, history
+    raise ConvergenceError(
+        f"fixed-point adjoint iteration did not reach {tol:.1e} in {maxiter} iterations; "
+        "use method='gmres' or raise maxiter",
+        history,
+    )
+
+
+def retune(step: Step, theta: Theta, x0: torch.Tensor, loss: Loss, K: int, T: int) -> Theta:
+    r"""ReTune gradient (Algorithm 1), eq. (25).
+
+    T − 1 restarts of Φ_K without a graph, then AD through the last Φ_K only:
+
+    .. math:: g^R(θ) = ∂_xL(x_{KT})ᵀ ∂_θΦ_K(x_{K(T−1)}, θ), \qquad x_{Kt} = Φ_K^t(x_0, θ)
+
+    Memory is that of one block of K steps, whatever T.
+    """
+    check_count(K, "K")
+    check_count(T, "T")
+    check_point(x0, "x0", theta)
+    x_prev = x0 if T == 1 else restart(step, theta, x0, K, T - 1).x
+    lin = _Linearisation(step, theta, x_prev, K)
+    x_KT = lin.out.detach()
+    if not torch.isfinite(x_KT).all():
+        raise InvalidInputError("the last block produced NaN/inf: the step is not contractive.")
+    return lin.adjoint_theta(loss_gradient(loss, x_KT))
+
+
+def unrolled(step: Step, theta: Theta, x0: torch.Tensor, loss: Loss, K: int, T: int) -> Theta:
+    r"""Gradient by AD through all K·T steps of Φ_K^T(x_0, θ), eq. (23) with K·T steps.
+
+    .. math:: g^{KT}(θ) = ∂_θ\,[L ∘ Φ_K^T(x_0, ·)](θ)
+
+    Memory grows linearly with K·T (every step is stored for the backward pass).
+    """
+    check_count(K, "K")
+    check_count(T, "T")
+    check_point(x0, "x0", theta)
+    leaves = fresh_leaves(theta)
+    with torch.enable_grad():
+        x = x0.detach()
+        th = like(theta, leaves)
+        for _ in range(T):
+            x = unroll(step, K)(x, th)
+        value = loss(x)
+        if not isinstance(value, torch.Tensor) or value.numel() != 1:
+            raise InvalidInputError("loss(x) must return a scalar tensor: use .sum() or .mean().")
+        grads = torch.autograd.grad(value.reshape(()), leaves, allow_unused=True)
+    return like(theta, _grads_or_raise(grads, leaves))

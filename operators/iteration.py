@@ -1,0 +1,194 @@
+r"""Truncated unrolled blocks Φ_K, restarts Φ_K^T, and the fixed point of Φ_K.
+
+.. math::
+
+    Φ_K(x, θ) = φ(\cdot, θ)^{∘K}(x)              \quad (9), (12)
+
+    Φ_K^T(x_0, θ) = Φ_K(\cdot, θ)^{∘T}(x_0)        \quad (24)
+
+Every iteration returns its iterate(s) plus a typed :class:`IterationStats`.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import NamedTuple
+
+import torch
+
+from ._theta import Step, Theta, check_count, check_point
+from .errors import NotContractiveError
+
+Block = Callable[[torch.Tensor, Theta], torch.Tensor]
+
+
+@dataclass(frozen=True)
+class IterationStats:
+    """Statistics of one iteration of Φ_K.
+
+    ``residuals[t]`` is ‖x_{K(t+1)} − x_{Kt}‖₂ (one per block, a CPU float tensor),
+    ``blocks`` the number of Φ_K applications and ``evaluations`` the number of φ calls.
+    """
+
+    residuals: torch.Tensor = field(default_factory=lambda: torch.zeros(0, dtype=torch.float64))
+    blocks: int = 0
+    evaluations: int = 0
+    converged: bool = False
+    reason: str = ""
+
+
+class Restart(NamedTuple):
+    """Result of :func:`restart`: x_{KT}, x_{K(T−1)} and the statistics."""
+
+    x: torch.Tensor
+    x_prev: torch.Tensor
+    stats: IterationStats
+
+
+class FixedPoint(NamedTuple):
+    """Result of :func:`fixed_point`: x̂ with ‖Φ_K(x̂) − x̂‖ below tolerance, and statistics."""
+
+    x: torch.Tensor
+    stats: IterationStats
+
+
+def unroll(step: Step, K: int) -> Block:
+    r"""Φ_K: compose the elementary step K times, eq. (9)/(12).
+
+    Examples
+    --------
+    >>> import torch
+    >>> Phi = unroll(lambda x, theta: theta * x + 1.0, K=2)
+    >>> Phi(torch.tensor([0.0]), torch.tensor([0.5]))
+    tensor([1.5000])
+    """
+    check_count(K, "K")
+
+    def block(x: torch.Tensor, theta: Theta) -> torch.Tensor:
+        for _ in range(K):
+            x = step(x, theta)
+        return x
+
+    block.K = K  # type: ignore[attr-defined]
+    return block
+
+
+def restart(step: Step, theta: Theta, x0: torch.Tensor, K: int, T: int) -> Restart:
+    r"""T restarts of Φ_K without a graph, eq. (24): returns x_{KT} and x_{K(T−1)}.
+
+    The loop runs under :func:`torch.no_grad` and makes no host synchronisation: block
+    residuals stay on the device and are copied once at the end.
+
+    Examples
+    --------
+    >>> import torch
+    >>> x, x_prev, stats = restart(lambda x, th: th * x + 1.0, torch.tensor(0.5),
+    ...                            torch.zeros(1), K=1, T=3)
+    >>> x, x_prev, stats.blocks
+    (tensor([1.7500]), tensor([1.5000]), 3)
+    """
+    check_count(K, "K")
+    check_count(T, "T")
+    check_point(x0, "x0", theta)
+    Phi = unroll(step, K)
+    residuals = []
+    with torch.no_grad():
+        x_prev, x = x0, x0
+        for _ in range(T):
+            x_prev, x = x, Phi(x, theta)
+            residuals.append(torch.linalg.vector_norm(x - x_prev))
+    res = torch.stack(residuals).to("cpu", torch.float64)
+    if not torch.isfinite(res).all():
+        raise NotContractiveError(
+            "the restarted iteration produced NaN/inf: the step is not contractive; reduce the "
+            "step size (τ < 2/L) or check θ",
+            res.tolist(),
+        )
+    stats = IterationStats(residuals=res, blocks=T, evaluations=K * T, converged=False)
+    return Restart(x.detach(), x_prev.detach(), stats)
+
+
+def default_rtol(dtype: torch.dtype) -> float:
+    """Relative residual that a fixed-point solve aims for: 64 ulps of the dtype."""
+    return 64 * torch.finfo(dtype).eps
+
+
+def fixed_point(
+    step: Step,
+    theta: Theta,
+    x0: torch.Tensor,
+    K: int,
+    *,
+    rtol: float | None = None,
+    max_blocks: int = 200_000,
+    patience: int = 200,
+) -> FixedPoint:
+    r"""Fixed point x̂ = Φ_K(x̂, θ) by Picard iteration of Φ_K (Theorem 1), to dtype precision.
+
+    Stops when ‖Φ_K(x) − x‖₂ ≤ rtol·‖x‖₂ (rtol defaults to 64 ulps), or when the residual
+    reaches the rounding floor (no new minimum for ``patience`` blocks while already below
+    √eps·‖x‖). Raises :class:`NotContractiveError` with the residual history when the
+    iteration diverges, produces NaN, stalls above the floor, or exhausts ``max_blocks``.
+    """
+    check_count(K, "K")
+    check_point(x0, "x0", theta)
+    dtype = x0.dtype
+    rtol = default_rtol(dtype) if rtol is None else rtol
+    floor = math.sqrt(torch.finfo(dtype).eps)
+    Phi = unroll(step, K)
+    history: list[float] = []
+    best, since_best = math.inf, 0
+    reason = ""
+    with torch.no_grad():
+        x = x0
+        for _ in range(max_blocks):
+            nxt = Phi(x, theta)
+            r = torch.linalg.vector_norm(nxt - x).item()
+            scale = torch.linalg.vector_norm(nxt).item()
+            history.append(r)
+            x = nxt
+            if not math.isfinite(r):
+                raise NotContractiveError(
+                    "fixed-point iteration of Φ_K produced NaN/inf: the step is not "
+                    "contractive; reduce the step size (τ < 2/L) or check θ",
+                    history,
+                )
+            if r <= rtol * scale:
+                reason = "tolerance"
+                break
+            if r < best:
+                best, since_best = r, 0
+            else:
+                since_best += 1
+            if best > 0 and r > 1e8 * best:
+                raise NotContractiveError(
+                    "fixed-point iteration of Φ_K diverges (residual grew by 1e8 over its "
+                    "minimum): Φ_K is not a contraction; reduce the step size or increase K",
+                    history,
+                )
+            if since_best >= patience:
+                if best <= floor * max(scale, 1e-300):
+                    reason = "rounding floor"
+                    break
+                raise NotContractiveError(
+                    f"fixed-point iteration of Φ_K stalls: no progress in {patience} blocks at "
+                    f"residual {best:.3e}; Φ_K is not a contraction (Assumption 1), or it has "
+                    "no unique fixed point; reduce the step size",
+                    history,
+                )
+        else:
+            raise NotContractiveError(
+                f"fixed-point iteration of Φ_K did not converge in {max_blocks} blocks; "
+                "δ_K is too close to 1: increase K or max_blocks, or use a better step size",
+                history,
+            )
+    stats = IterationStats(
+        residuals=torch.tensor(history, dtype=torch.float64),
+        blocks=len(history),
+        evaluations=K * len(history),
+        converged=True,
+        reason=reason,
+    )
+    return FixedPoint(x.detach(), stats)

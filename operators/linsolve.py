@@ -1,0 +1,69 @@
+r"""Restarted GMRES in torch, for the adjoint equation (I − ∂_xΦ_Kᵀ) w = ∇L(x̂) of eq. (20).
+
+Written here rather than taken from SciPy because the solve must stay on the tensors' device
+(CUDA included) and use only matrix-free products; ``tests/test_linsolve.py`` checks it
+against :func:`scipy.sparse.linalg.gmres`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+
+from .errors import ConvergenceError
+
+
+def gmres(
+    matvec: Callable[[torch.Tensor], torch.Tensor],
+    b: torch.Tensor,
+    *,
+    tol: float = 1e-10,
+    restart: int = 50,
+    maxiter: int = 1000,
+) -> tuple[torch.Tensor, list[float]]:
+    """Solve M w = b for a matrix-free M (1-D tensors) to ‖b − Mw‖ ≤ tol‖b‖.
+
+    Returns the solution and the relative-residual history. Raises
+    :class:`ConvergenceError` when ``maxiter`` products do not reach ``tol``.
+    """
+    bnorm = torch.linalg.vector_norm(b).item()
+    x = torch.zeros_like(b)
+    if bnorm == 0.0:
+        return x, [0.0]
+    history: list[float] = []
+    products = 0
+    tiny = torch.finfo(b.dtype).tiny
+    while True:
+        r = b - matvec(x)
+        beta = torch.linalg.vector_norm(r).item()
+        history.append(beta / bnorm)
+        if beta / bnorm <= tol:
+            return x, history
+        if products >= maxiter:
+            raise ConvergenceError(
+                f"GMRES did not reach relative residual {tol:.1e} in {maxiter} products "
+                f"(reached {min(history):.3e}); raise maxiter, loosen tol, or check that "
+                "Φ_K is contractive at x_star",
+                history,
+            )
+        basis = [r / beta]
+        H = torch.zeros(restart + 1, restart, dtype=b.dtype, device=b.device)
+        rhs = torch.zeros(restart + 1, dtype=b.dtype, device=b.device)
+        rhs[0] = beta
+        y = rhs[:1]
+        for j in range(restart):
+            w = matvec(basis[j])
+            products += 1
+            for i in range(j + 1):  # modified Gram-Schmidt
+                H[i, j] = torch.dot(w, basis[i])
+                w = w - H[i, j] * basis[i]
+            H[j + 1, j] = torch.linalg.vector_norm(w)
+            Hj = H[: j + 2, : j + 1]
+            y = torch.linalg.lstsq(Hj, rhs[: j + 2].unsqueeze(1)).solution.squeeze(1)
+            estimate = (torch.linalg.vector_norm(Hj @ y - rhs[: j + 2]) / bnorm).item()
+            history.append(estimate)
+            if H[j + 1, j].item() <= tiny or estimate <= tol or products >= maxiter:
+                break
+            basis.append(w / H[j + 1, j])
+        x = x + torch.stack(basis[: y.numel()], dim=1) @ y
