@@ -41,12 +41,19 @@ SEGMENT_POINTS = 17
 
 
 def delta_measured(
-    Phi: Block, x: torch.Tensor, theta: Theta, *, generator: torch.Generator | None = None
+    Phi: Block,
+    x: torch.Tensor,
+    theta: Theta,
+    *,
+    method: str = "auto",
+    iterations: int = 100,
+    generator: torch.Generator | None = None,
 ) -> float:
-    """‖∂_xΦ_K(x, θ)‖₂: dense SVD for n ≤ 4096, matrix-free power iteration beyond."""
-    if x.numel() <= DENSE_LIMIT:
+    """‖∂_xΦ_K(x, θ)‖₂: dense SVD (``"dense"``, the ``"auto"`` choice for n ≤ 4096) or
+    matrix-free power iteration (``"power"``, a lower estimate that converges to the norm)."""
+    if method == "dense" or (method == "auto" and x.numel() <= DENSE_LIMIT):
         return spectral_norm(jacobian_x(Phi, x, theta))
-    return power_norm_x(Phi, x, theta, generator=generator)
+    return power_norm_x(Phi, x, theta, iterations=iterations, generator=generator)
 
 
 def dtheta_norm(Phi: Block, x: torch.Tensor, theta: Theta) -> float:
@@ -85,6 +92,29 @@ def hessian_norm(loss: Loss, x: torch.Tensor) -> float:
     except (RuntimeError, NotImplementedError):
         H = torch.autograd.functional.hessian(f, z)
     return spectral_norm(H)
+
+
+def hessian_power_norm(
+    loss: Loss, x: torch.Tensor, *, iterations: int = 50, generator: torch.Generator | None = None
+) -> float:
+    """‖∂_xxL(x)‖₂ matrix-free: power iteration on Hessian-vector products (any n)."""
+    z = x.detach().requires_grad_(True)
+    with torch.enable_grad():
+        (grad,) = torch.autograd.grad(loss(z).reshape(()), z, create_graph=True)
+    # the start vector is drawn on the generator's device (x's when none is given)
+    where = generator.device if generator is not None else x.device
+    v = torch.randn(x.shape, generator=generator, dtype=x.dtype, device=where).to(x.device)
+    v = v / torch.linalg.vector_norm(v)
+    sigma = 0.0
+    for _ in range(iterations):
+        (hv,) = torch.autograd.grad(grad, z, v, retain_graph=True, allow_unused=True)
+        if hv is None:  # the loss is affine: its Hessian is zero
+            return 0.0
+        sigma = torch.linalg.vector_norm(hv).item()
+        if sigma == 0.0:
+            return 0.0
+        v = hv / sigma
+    return sigma
 
 
 def hessian_sup(

@@ -6,8 +6,10 @@ import argparse
 import dataclasses
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -25,25 +27,27 @@ class VerifyConfig:
     out: str | None = field(default=None, metadata={"help": "folder for verify.csv"})
 
 
-COMMANDS = {"verify": VerifyConfig}
+def _commands() -> dict[str, tuple[type, Callable[[Any], int], dict]]:
+    from experiments.errors import PRESETS, ErrorStudyConfig, run_errors
+
+    return {
+        "verify": (VerifyConfig, run_verify, {}),
+        "errors": (ErrorStudyConfig, run_errors, PRESETS),
+    }
 
 
 def _add_dataclass_arguments(parser: argparse.ArgumentParser, config: type) -> None:
+    """One flag per field; only flags given on the command line override preset and defaults."""
     for f in dataclasses.fields(config):
-        kind = f.type if isinstance(f.type, type) else str
-        if f.type in ("int", int):
-            kind = int
-        elif f.type in ("float", float):
-            kind = float
-        else:
-            kind = str
-        parser.add_argument(
-            f"--{f.name.replace('_', '-')}",
-            dest=f.name,
-            type=kind,
-            default=f.default,
-            help=f"{f.metadata.get('help', '')} (default: {f.default})",
-        )
+        flag = f"--{f.name.replace('_', '-')}"
+        help_text = f"{f.metadata.get('help', '')} (default: {f.default})".strip()
+        if f.type in ("bool", bool):
+            parser.add_argument(
+                flag, dest=f.name, action="store_true", default=argparse.SUPPRESS, help=help_text
+            )
+            continue
+        kind = {"int": int, "float": float}.get(str(f.type), str)
+        parser.add_argument(flag, dest=f.name, type=kind, default=argparse.SUPPRESS, help=help_text)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -52,7 +56,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Theory checks and benchmarks for learning hyperparameters at equilibrium.",
     )
     sub = parser.add_subparsers(dest="command", required=True)
-    for name, config in COMMANDS.items():
+    for name, (config, _, _) in _commands().items():
         _add_dataclass_arguments(sub.add_parser(name, help=config.__doc__), config)
     return parser
 
@@ -101,9 +105,23 @@ def run_verify(cfg: VerifyConfig) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    config = COMMANDS[args.command](**{k: v for k, v in vars(args).items() if k != "command"})
-    return {"verify": run_verify}[args.command](config)
+    from operators.errors import RetuneError
+
+    args = vars(build_parser().parse_args(argv))
+    config_type, runner, presets = _commands()[args.pop("command")]
+    preset = args.get("preset")
+    if preset is not None and preset not in presets:
+        print(
+            f"retune-suite: unknown preset {preset!r}; choose from {', '.join(presets)}",
+            file=sys.stderr,
+        )
+        return 2
+    config = dataclasses.replace(config_type(), **{**presets.get(preset, {}), **args})
+    try:
+        return runner(config)
+    except RetuneError as error:
+        print(f"retune-suite: error: {error}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

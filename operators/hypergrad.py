@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import math
 import warnings
+from collections.abc import Callable
 
 import torch
 
@@ -65,6 +66,31 @@ def _grads_or_raise(
                 "copies, or leave that tensor out of theta."
             )
     return tuple(g for g in grads)  # type: ignore[misc]
+
+
+Readout = Callable[[torch.Tensor, Theta], torch.Tensor]
+
+
+def _objective(loss: Loss, readout: Readout | None, theta: Theta) -> Loss:
+    """L ∘ R(·, θ) with θ held fixed: the loss as a function of the iterate."""
+    if readout is None:
+        return loss
+    fixed = like(theta, tuple(t.detach() for t in as_tuple(theta)))
+    return lambda u: loss(readout(u, fixed))
+
+
+def _with_direct(
+    grad: Theta, theta: Theta, loss: Loss, readout: Readout | None, point: torch.Tensor
+) -> Theta:
+    """Add the read-out's direct term ∂_θ[L(R(u, θ))] at fixed u (nothing without a read-out)."""
+    if readout is None:
+        return grad
+    leaves = fresh_leaves(theta)
+    with torch.enable_grad():
+        value = loss(readout(point.detach(), like(theta, leaves)))
+        direct = torch.autograd.grad(value.reshape(()), leaves, allow_unused=True)
+    total = tuple(g if d is None else g + d for g, d in zip(as_tuple(grad), direct, strict=True))
+    return like(theta, total)
 
 
 class _Linearisation:
@@ -113,17 +139,36 @@ def _at_fixed_point(step: Step, theta: Theta, x_star: torch.Tensor, K: int) -> _
     return lin
 
 
-def jfb(step: Step, theta: Theta, x_star: torch.Tensor, loss: Loss, K: int) -> Theta:
+def jfb(
+    step: Step,
+    theta: Theta,
+    x_star: torch.Tensor,
+    loss: Loss,
+    K: int,
+    *,
+    readout: Readout | None = None,
+) -> Theta:
     r"""Jacobian-free gradient at the fixed point, eq. (28).
 
     .. math:: g^{JF}(θ) = ∂_xL(x̂_θ)ᵀ ∂_θΦ_K(x̂_θ, θ)
+
+    With ``readout`` R (the iterate is u, the estimate R(u, θ), as x = Dᵀθ⁻¹u in section
+    4.1) the loss is L(R(u, θ)) and its direct θ-derivative at û is added (every estimator).
     """
     lin = _at_fixed_point(step, theta, x_star, K)
-    return lin.adjoint_theta(loss_gradient(loss, x_star))
+    grad = lin.adjoint_theta(loss_gradient(_objective(loss, readout, theta), x_star))
+    return _with_direct(grad, theta, loss, readout, x_star)
 
 
 def deq_neumann(
-    step: Step, theta: Theta, x_star: torch.Tensor, loss: Loss, K: int, P: int
+    step: Step,
+    theta: Theta,
+    x_star: torch.Tensor,
+    loss: Loss,
+    K: int,
+    P: int,
+    *,
+    readout: Readout | None = None,
 ) -> Theta:
     r"""DEQ gradient with the inverse truncated to a Neumann series, eq. (22).
 
@@ -133,16 +178,23 @@ def deq_neumann(
     """
     check_count(P, "P")
     lin = _at_fixed_point(step, theta, x_star, K)
-    w = loss_gradient(loss, x_star)
+    w = loss_gradient(_objective(loss, readout, theta), x_star)
     total = w
     for _ in range(P):
         w = lin.adjoint_x(w)
         total = total + w
-    return lin.adjoint_theta(total)
+    return _with_direct(lin.adjoint_theta(total), theta, loss, readout, x_star)
 
 
 def deq_exact(
-    step: Step, theta: Theta, x_star: torch.Tensor, loss: Loss, K: int, *, max_n: int = DENSE_LIMIT
+    step: Step,
+    theta: Theta,
+    x_star: torch.Tensor,
+    loss: Loss,
+    K: int,
+    *,
+    max_n: int = DENSE_LIMIT,
+    readout: Readout | None = None,
 ) -> Theta:
     r"""DEQ gradient, eq. (20), with the dense Jacobian ∂_xΦ_K(x̂) and a direct solve.
 
@@ -159,11 +211,11 @@ def deq_exact(
     lin = _at_fixed_point(step, theta, x_star, K)
     A = jacobian_x(unroll(step, K), x_star, theta)
     eye = torch.eye(n, dtype=A.dtype, device=A.device)
-    v = loss_gradient(loss, x_star).reshape(-1)
+    v = loss_gradient(_objective(loss, readout, theta), x_star).reshape(-1)
     w = torch.linalg.solve((eye - A).T, v)
     if not torch.isfinite(w).all():
         raise ConvergenceError("I − ∂_xΦ_K(x̂) is singular: Φ_K is not a contraction at x̂.")
-    return lin.adjoint_theta(w.reshape(x_star.shape))
+    return _with_direct(lin.adjoint_theta(w.reshape(x_star.shape)), theta, loss, readout, x_star)
 
 
 def deq_solve(
@@ -178,6 +230,7 @@ def deq_solve(
     maxiter: int = 1000,
     restart_every: int = 50,
     return_stats: bool = False,
+    readout: Readout | None = None,
 ) -> Theta | tuple[Theta, IterationStats]:
     r"""DEQ gradient, eq. (20), by a matrix-free solve of the adjoint equation.
 
@@ -193,7 +246,7 @@ def deq_solve(
     if not tol > 0:
         raise InvalidInputError(f"tol must be positive, got {tol!r}.")
     lin = _at_fixed_point(step, theta, x_star, K)
-    v = loss_gradient(loss, x_star)
+    v = loss_gradient(_objective(loss, readout, theta), x_star)
     shape = v.shape
 
     def matvec(w: torch.Tensor) -> torch.Tensor:
@@ -204,7 +257,7 @@ def deq_solve(
         w = w.reshape(shape)
     else:
         w, history = _fixed_point_adjoint(lin, v, tol, maxiter)
-    grad = lin.adjoint_theta(w)
+    grad = _with_direct(lin.adjoint_theta(w), theta, loss, readout, x_star)
     if return_stats:
         stats = IterationStats(
             residuals=torch.tensor(history, dtype=torch.float64),
@@ -237,7 +290,16 @@ def _fixed_point_adjoint(
     )
 
 
-def retune(step: Step, theta: Theta, x0: torch.Tensor, loss: Loss, K: int, T: int) -> Theta:
+def retune(
+    step: Step,
+    theta: Theta,
+    x0: torch.Tensor,
+    loss: Loss,
+    K: int,
+    T: int,
+    *,
+    readout: Readout | None = None,
+) -> Theta:
     r"""ReTune gradient (Algorithm 1), eq. (25).
 
     T − 1 restarts of Φ_K without a graph, then AD through the last Φ_K only:
@@ -254,10 +316,20 @@ def retune(step: Step, theta: Theta, x0: torch.Tensor, loss: Loss, K: int, T: in
     x_KT = lin.out.detach()
     if not torch.isfinite(x_KT).all():
         raise InvalidInputError("the last block produced NaN/inf: the step is not contractive.")
-    return lin.adjoint_theta(loss_gradient(loss, x_KT))
+    grad = lin.adjoint_theta(loss_gradient(_objective(loss, readout, theta), x_KT))
+    return _with_direct(grad, theta, loss, readout, x_KT)
 
 
-def unrolled(step: Step, theta: Theta, x0: torch.Tensor, loss: Loss, K: int, T: int) -> Theta:
+def unrolled(
+    step: Step,
+    theta: Theta,
+    x0: torch.Tensor,
+    loss: Loss,
+    K: int,
+    T: int,
+    *,
+    readout: Readout | None = None,
+) -> Theta:
     r"""Gradient by AD through all K·T steps of Φ_K^T(x_0, θ), eq. (23) with K·T steps.
 
     .. math:: g^{KT}(θ) = ∂_θ\,[L ∘ Φ_K^T(x_0, ·)](θ)
@@ -273,7 +345,7 @@ def unrolled(step: Step, theta: Theta, x0: torch.Tensor, loss: Loss, K: int, T: 
         th = like(theta, leaves)
         for _ in range(T):
             x = unroll(step, K)(x, th)
-        value = loss(x)
+        value = loss(x if readout is None else readout(x, th))
         if not isinstance(value, torch.Tensor) or value.numel() != 1:
             raise InvalidInputError("loss(x) must return a scalar tensor: use .sum() or .mean().")
         grads = torch.autograd.grad(value.reshape(()), leaves, allow_unused=True)

@@ -94,7 +94,9 @@ def power_norm_x(
         return Phi(z, th)
 
     _, pullback = vjp(f, xd)
-    v = torch.randn(x.shape, generator=generator, dtype=x.dtype, device="cpu").to(x.device)
+    # the start vector is drawn on the generator's device (x's when none is given)
+    where = generator.device if generator is not None else x.device
+    v = torch.randn(x.shape, generator=generator, dtype=x.dtype, device=where).to(x.device)
     v = v / torch.linalg.vector_norm(v)
     sigma = 0.0
     for _ in range(iterations):

@@ -149,3 +149,40 @@ def test_deq_solve_methods_agree_and_fail_loudly():
         hypergrad.deq_solve(
             p.step, p.theta, x_star, p.loss, 1, tol=1e-12, method="fixed_point", maxiter=3
         )
+
+
+@pytest.mark.parametrize("prior", SMOOTH)
+def test_readout_adds_the_direct_term(prior):
+    """With a read-out x = R(u, θ) (section 4.1: x = Dᵀθ⁻¹u), each estimator differentiates
+    θ ↦ L(R(·, θ)) of its own composite, direct term included."""
+    p = problems.make_problem(prior, n=8, d=2, seed=12, rho=0.01, log_weight=-1.0)
+    scale = torch.linspace(0.5, 1.5, 8)
+
+    def readout(u, th):
+        return u * scale / p.weights(th)
+
+    K, T = 2, 3
+    x_star = fixed_point(p.step, p.theta, p.x0, K).x
+    x_prev = restart(p.step, p.theta, p.x0, K, T - 1).x
+    Phi = unroll(p.step, K)
+    with torch.no_grad():
+        deq_fd = central_difference(
+            lambda th: p.loss(readout(fixed_point(p.step, th, x_star, K).x, th)), p.theta
+        )
+        retune_fd = central_difference(lambda th: p.loss(readout(Phi(x_prev, th), th)), p.theta)
+        unrolled_fd = central_difference(
+            lambda th: p.loss(readout(restart(p.step, th, p.x0, K, T).x, th)), p.theta
+        )
+    kw = {"readout": readout}
+    close(hypergrad.deq_exact(p.step, p.theta, x_star, p.loss, K, **kw), deq_fd)
+    close(hypergrad.deq_solve(p.step, p.theta, x_star, p.loss, K, tol=1e-13, **kw), deq_fd)
+    close(hypergrad.deq_neumann(p.step, p.theta, x_star, p.loss, K, 200, **kw), deq_fd)
+    close(hypergrad.retune(p.step, p.theta, p.x0, p.loss, K, T, **kw), retune_fd)
+    close(hypergrad.unrolled(p.step, p.theta, p.x0, p.loss, K, T, **kw), unrolled_fd)
+    # JFB with a read-out: the direct term at x̂ plus ∂_u(L∘R)(x̂)ᵀ∂_θΦ_K(x̂)
+    with torch.no_grad():
+        v = hypergrad.loss_gradient(lambda u: p.loss(readout(u, p.theta)), x_star)
+        jfb_fd = central_difference(
+            lambda th: (v * Phi(x_star, th)).sum() + p.loss(readout(x_star, th)), p.theta
+        )
+    close(hypergrad.jfb(p.step, p.theta, x_star, p.loss, K, **kw), jfb_fd)

@@ -1,0 +1,128 @@
+"""Paper-style figures from the CSV results (so a figure is redrawn without rerunning)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+from .io import write_atomic
+
+COLORS = {
+    "jfb": "tab:orange",
+    "retune": "tab:blue",
+    "unrolled": "tab:green",
+    "neumann": "tab:purple",
+}
+
+
+def _save(fig, base: Path) -> list[Path]:
+    paths = []
+    for ext in ("pdf", "png"):
+        paths.append(
+            write_atomic(
+                base.with_suffix(f".{ext}"),
+                lambda tmp, ext=ext: fig.savefig(tmp, format=ext, dpi=110, bbox_inches="tight"),
+            )
+        )
+    return paths
+
+
+def error_study_figures(frame: pd.DataFrame, out: Path) -> list[Path]:
+    """One 2×3 figure per (task, prior): errors vs K, T, P with bounds; cosine, time, memory."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    paths: list[Path] = []
+    est = frame[~frame.estimator.isin(["constants", "deq_solve"])]
+    for (task, prior), sub in est.groupby(["task", "prior"]):
+        T_ref = int(sub[sub.estimator == "retune"]["T"].max())
+        fig, axes = plt.subplots(2, 3, figsize=(15, 8.5))
+        (a, b, c), (d, e, f) = axes
+        ksweep = sub[
+            ((sub.estimator == "jfb") | ((sub.estimator != "neumann") & (sub["T"] == T_ref)))
+        ]
+        for name, g in ksweep.groupby("estimator"):
+            g = g.sort_values("K")
+            a.loglog(
+                g.K,
+                g.rel_error.clip(lower=1e-17),
+                "o-",
+                color=COLORS[name],
+                label=f"{name}" + ("" if name == "jfb" else f" (T={T_ref})"),
+            )
+            d.semilogx(g.K, g.cosine, "o-", color=COLORS[name], label=name)
+            e.loglog(g.K, g.seconds, "o-", color=COLORS[name], label=name)
+            f.loglog(g.K, g.peak_bytes.clip(lower=1) / 2**20, "o-", color=COLORS[name], label=name)
+        jfb = sub[sub.estimator == "jfb"].sort_values("K")
+        if "bound_lemma1" in jfb and jfb.bound_lemma1.notna().any():
+            a.loglog(jfb.K, jfb.bound_lemma1, "--", color=COLORS["jfb"], label="Lemma 1 bound")
+        a.set(
+            xlabel="K (steps per block)",
+            ylabel="‖g − ĝ‖ / ‖g‖",
+            title="error vs K (JFB at x̂; ReTune, unrolled at T)",
+        )
+        tsweep = sub[
+            (sub.estimator == "retune")
+            & sub.get("bound_theorem2_corrected", pd.Series(index=sub.index)).notna()
+        ]
+        if tsweep.empty:
+            tsweep = sub[(sub.estimator == "retune")]
+        for i, (K, g) in enumerate(tsweep.groupby("K")):
+            g = g.sort_values("T")
+            color = plt.cm.viridis(i / max(1, tsweep.K.nunique() - 1))
+            b.semilogy(
+                g["T"], g.rel_error.clip(lower=1e-17), "o-", color=color, label=f"ReTune K={K}"
+            )
+            if "bound_theorem2_corrected" in g and g.bound_theorem2_corrected.notna().any():
+                b.semilogy(
+                    g["T"],
+                    g.bound_theorem2_corrected,
+                    "--",
+                    color=color,
+                    label=f"Thm 2 corrected, K={K}",
+                )
+                b.semilogy(
+                    g["T"], g.bound_theorem2, ":", color=color, label=f"Thm 2 as printed, K={K}"
+                )
+        b.set(xlabel="T (restarts)", ylabel="‖g − g^R‖ / ‖g‖", title="ReTune error vs T")
+        neu = sub[sub.estimator == "neumann"].sort_values("P")
+        if not neu.empty:
+            c.semilogy(
+                neu.P,
+                neu.rel_error.clip(lower=1e-17),
+                "o-",
+                color=COLORS["neumann"],
+                label=f"Neumann (K={int(neu.K.iloc[0])})",
+            )
+            if "bound_neumann" in neu and neu.bound_neumann.notna().any():
+                c.semilogy(
+                    neu.P,
+                    neu.bound_neumann,
+                    "--",
+                    color=COLORS["neumann"],
+                    label="δ^{P+1}/(1−δ) bound",
+                )
+        c.set(xlabel="P (Neumann terms)", ylabel="‖g − g_P‖ / ‖g‖", title="Neumann truncation")
+        d.set(xlabel="K", ylabel="cosine(g, ĝ)", title="cosine similarity to DEQ")
+        e.set(xlabel="K", ylabel="seconds", title="time per hypergradient")
+        f.set(
+            xlabel="K",
+            ylabel="MiB above baseline",
+            title=f"peak memory ({sub.memory_kind.iloc[0]})",
+        )
+        for ax in axes.flat:
+            ax.grid(True, which="both", alpha=0.3)
+            if ax.get_legend_handles_labels()[0]:
+                ax.legend(fontsize=8)
+        row = sub.iloc[0]
+        fig.suptitle(
+            f"{task}, {prior}: {int(row['size'])}×{int(row['size'])}, batch "
+            f"{int(row['batch'])}, {row['dtype']} on {row['device']}"
+        )
+        fig.tight_layout()
+        paths += _save(fig, out / f"errors_{task}_{prior}")
+        plt.close(fig)
+    return paths
