@@ -23,13 +23,13 @@ import torch
 from bounds import constants as C
 from bounds import statements as S
 from operators import fixed_point, hypergrad, restart, unroll
-from operators.errors import InvalidInputError
+from operators.errors import InvalidInputError, NotContractiveError
 
 from .io import write_csv_atomic, write_json_atomic
 from .measure import measure
 
 TASKS = ("denoise", "inpaint", "deblur")
-PRIORS = ("wavelet-B", "wavelet-BC")
+PRIORS = ("wavelet-B", "wavelet-BC", "pnp")
 KEY = ["task", "prior", "estimator", "K", "T", "P"]
 
 
@@ -56,6 +56,10 @@ class ErrorStudyConfig:
     log_lambda: float = -2.0
     segment_points: int = 5
     threads: int = 0
+    denoiser: str | None = None
+    pnp_sigma: float = 0.05
+    pnp_tau: float = 1.0
+    denoiser_steps: int = 300
     seed: int = 0
     out: str = "runs/errors"
     preset: str | None = None
@@ -121,6 +125,11 @@ def validate(cfg: ErrorStudyConfig) -> None:
         )
     if cfg.dtype not in ("float32", "float64"):
         raise InvalidInputError(f"--dtype must be float32 or float64, got {cfg.dtype!r}.")
+    if cfg.denoiser is not None and not Path(cfg.denoiser).is_file():
+        raise InvalidInputError(
+            f"--denoiser {cfg.denoiser}: no such file (a deepinv DRUNet "
+            "state dict, or a checkpoint of retune-suite pretrain-denoiser)."
+        )
     if cfg.images is not None and not Path(cfg.images).is_dir():
         raise InvalidInputError(f"--images {cfg.images}: no such folder.")
     for name in ("ks", "ts", "ks_for_t", "ps"):
@@ -142,6 +151,33 @@ def plan(cfg: ErrorStudyConfig) -> list[tuple[str, str]]:
 
 def _vec(g) -> torch.Tensor:
     return torch.cat([t.reshape(-1) for t in (g if isinstance(g, tuple) else (g,))])
+
+
+def _denoiser_path(cfg: ErrorStudyConfig) -> Path:
+    """--denoiser, or a small DRUNet trained once on the embedded images into the run folder."""
+    if cfg.denoiser is not None:
+        return Path(cfg.denoiser)
+    from experiments.data import crops
+    from experiments.denoiser import DenoiserConfig, train_denoiser
+
+    folder = Path(cfg.out) / "denoiser"
+    if (folder / "drunet.pt").exists():
+        return folder / "drunet.pt"
+    print(f"no --denoiser given: training a small DRUNet on the embedded images into {folder}")
+    clean = crops(_images(cfg.images), min(cfg.size, 64), 256, cfg.seed + 1)
+    config = DenoiserConfig(
+        steps=cfg.denoiser_steps,
+        batch=8,
+        lr=1e-3,
+        sigma_max=0.2,
+        nc=(8, 16, 32, 64),
+        nb=1,
+        seed=cfg.seed,
+        checkpoint_every=100,
+    )
+    return train_denoiser(
+        clean.to(getattr(torch, cfg.dtype)), config, folder, resolve_device(cfg.device), resume=True
+    )
 
 
 @functools.lru_cache(maxsize=4)
@@ -171,6 +207,23 @@ class Study:
         )
         gen = torch.Generator(device=self.device).manual_seed(cfg.seed)
         y = model.observe(clean, gen)
+        self.has_bounds = prior != "pnp"
+        if prior == "pnp":
+            from operators.pnp import fb_pnp_sigma_tau, load_drunet, sigma_tau_theta
+
+            denoiser = load_drunet(_denoiser_path(cfg), device=self.device, dtype=self.dtype)
+            self.fb = None
+            self.step = fb_pnp_sigma_tau(model, y, denoiser)
+            self.theta = sigma_tau_theta(
+                cfg.pnp_sigma, cfg.pnp_tau, device=self.device, dtype=self.dtype
+            )
+            self.u0 = model.A_adjoint(y)
+
+            def loss(x: torch.Tensor) -> torch.Tensor:
+                return 0.5 * ((x - clean) ** 2).sum()
+
+            self.loss = loss
+            return
         self.fb = WaveletFB(
             y, prior=prior.split("-")[1], model=None if task == "denoise" else model
         )
@@ -185,10 +238,10 @@ class Study:
         w0 = self.fb.weights(self.theta).detach()
         synthesis = self.fb.D.synthesis
 
-        def loss(u: torch.Tensor) -> torch.Tensor:
+        def loss_u(u: torch.Tensor) -> torch.Tensor:
             return 0.5 * ((synthesis(u / w0) - clean) ** 2).sum()
 
-        self.loss = loss
+        self.loss = loss_u
         self.u0 = self.fb.initial()
         self.step = self.fb.step
 
@@ -224,15 +277,41 @@ class Study:
     def run(self) -> None:
         cfg, step, theta, loss = self.cfg, self.step, self.theta, self.loss
         print(f"== {self.task} / {self.prior}: fixed point and DEQ reference", flush=True)
-        fp = fixed_point(
-            step,
-            theta,
-            self.u0,
-            1,
-            rtol=cfg.fixed_point_rtol,
-            max_blocks=100_000,
-            method=cfg.fixed_point_method,
-        )
+        try:
+            fp = fixed_point(
+                step,
+                theta,
+                self.u0,
+                1,
+                rtol=cfg.fixed_point_rtol,
+                max_blocks=100_000,
+                method=cfg.fixed_point_method,
+            )
+        except NotContractiveError as error:
+            if self.has_bounds:
+                raise
+            # FB-PnP is not contractive in general: without a fixed point there is no DEQ
+            # reference; record the measured local constant where the iteration starts.
+            local = C.delta_measured(unroll(step, 1), self.u0, theta, method="power", iterations=50)
+            print(
+                f"  no fixed point: {str(error).splitlines()[0]}\n"
+                f"  measured ‖∂xφ(x₀)‖₂ = {local:.4g}; estimators not compared",
+                flush=True,
+            )
+            self.rows.append(
+                dict(
+                    task=self.task,
+                    prior=self.prior,
+                    estimator="constants",
+                    K=0,
+                    T=0,
+                    P=-1,
+                    local_contraction=local,
+                    fixed_point="not reached",
+                    device=str(self.device),
+                )
+            )
+            return
         u_star = fp.x
         (g_ref, stats), m = measure(
             lambda: hypergrad.deq_solve(
@@ -276,7 +355,7 @@ class Study:
         gen = torch.Generator(device=self.device).manual_seed(cfg.seed)
 
         def delta(K: int) -> tuple[float, str]:
-            if self.task == "denoise":
+            if self.task == "denoise" and self.fb is not None:
                 return self.fb.omega(theta) ** K, "analytic"
             d = C.delta_measured(
                 unroll(step, K), u_star, theta, method="power", iterations=50, generator=gen
@@ -288,12 +367,13 @@ class Study:
             Phi = unroll(step, K)
             d, _ = delta(K)
             dtheta = C.dtheta_norm(Phi, u_star, theta)
-            lemma = {"lemma1": S.lemma1(d, grad_loss, dtheta)} if d < 1 else {}
+            bounded = self.has_bounds and d < 1
+            lemma = {"lemma1": S.lemma1(d, grad_loss, dtheta)} if bounded else {}
             # the T sweep first: its rows carry the Theorem 2 bounds; the K sweep reuses them
             if K in ks_for_t:
                 for T in ints(cfg.ts, "ts"):
                     bounds = {}
-                    if d < 1:
+                    if bounded:
                         x_prev = restart(step, theta, self.u0, K, T - 1).x if T > 1 else self.u0
                         L_theta = C.lipschitz_theta(
                             Phi, u_star, x_prev, theta, points=cfg.segment_points
@@ -346,7 +426,8 @@ class Study:
         d, _ = delta(K)
         dtheta = C.dtheta_norm(unroll(step, K), u_star, theta)
         for P in ints(cfg.ps, "ps"):
-            bound = {"neumann": S.neumann(d, P, grad_loss, dtheta)} if d < 1 else {}
+            bounded = self.has_bounds and d < 1
+            bound = {"neumann": S.neumann(d, P, grad_loss, dtheta)} if bounded else {}
             self.emit(
                 "neumann",
                 K,
@@ -367,7 +448,10 @@ class Study:
                 hess_loss=hess,
                 dist0=dist0,
                 g_norm=self.g_norm,
-                omega=self.fb.omega(theta),
+                omega=self.fb.omega(theta) if self.fb is not None else float("nan"),
+                local_contraction=C.delta_measured(
+                    unroll(step, 1), u_star, theta, method="power", iterations=50, generator=gen
+                ),
                 delta_kind=delta(1)[1],
                 device=str(self.device),
             )

@@ -36,6 +36,8 @@ def error_study_figures(frame: pd.DataFrame, out: Path) -> list[Path]:
     import matplotlib.pyplot as plt
 
     paths: list[Path] = []
+    if "estimator" not in frame:
+        return paths
     est = frame[~frame.estimator.isin(["constants", "deq_solve"])]
     for (task, prior), sub in est.groupby(["task", "prior"]):
         T_ref = int(sub[sub.estimator == "retune"]["T"].max())

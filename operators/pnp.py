@@ -278,8 +278,8 @@ def load_drunet(
         (deepinv's, from the global torch RNG).
     channels, nc, nb
         Image channels, channels per scale and residual blocks per scale. Unset: the
-        checkpoint's ``"architecture"`` entry if it has one, else 3, (64, 128, 256, 512), 4
-        (deepinv's pretrained architecture).
+        checkpoint's ``"architecture"`` entry if it has one, else the architecture its tensor
+        shapes show, else 3, (64, 128, 256, 512), 4 (deepinv's pretrained architecture).
     device, dtype
         Where and in which dtype the network lives (default: CPU, default dtype).
 
@@ -308,6 +308,8 @@ def load_drunet(
                 "torch.save(denoiser.state_dict(), path)."
             ) from error
         state, saved = _unwrap_state(obj, path)
+        if not saved:  # a plain state dict: its tensor shapes tell the architecture
+            saved = _infer_architecture(state) or {}
     channels = int(channels if channels is not None else saved.get("channels", 3))
     nc = tuple(int(c) for c in (nc if nc is not None else saved.get("nc", DEFAULT_NC)))
     nb = int(nb if nb is not None else saved.get("nb", DEFAULT_NB))

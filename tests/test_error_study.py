@@ -161,3 +161,36 @@ def test_configuration_validated_before_work(change, message):
 def test_missing_cuda_is_a_clear_error():
     with pytest.raises(InvalidInputError, match="no CUDA device"):
         validate(ErrorStudyConfig(device="cuda"))
+
+
+def test_pnp_study_has_no_bounds_and_reports_local_contraction(tmp_path):
+    """FB-PnP (53) with a (contractive, untrained) tiny DRUNet: estimators, no bounds."""
+    from operators.pnp import load_drunet
+
+    net = load_drunet(channels=3, nc=(8, 16, 32, 64), nb=1, dtype=torch.float64)
+    path = tmp_path / "tiny.pt"
+    torch.save(net.state_dict(), path)
+    out = tmp_path / "pnp"
+    assert (
+        main(
+            [
+                "errors",
+                "--task",
+                "inpaint",
+                "--prior",
+                "pnp",
+                "--denoiser",
+                str(path),
+                "--out",
+                str(out),
+                *TINY,
+            ]
+        )
+        == 0
+    )
+    frame = pd.read_csv(out / "metrics.csv")
+    est = frame[frame.estimator.isin(["jfb", "retune", "neumann"])]
+    assert len(est) > 0 and est.rel_error.notna().all()
+    assert not any(c.startswith("bound_") for c in frame.columns)
+    constants = frame[frame.estimator == "constants"].iloc[0]
+    assert 0 < constants.local_contraction < 1

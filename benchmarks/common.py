@@ -1,0 +1,41 @@
+"""Shared set-up of the asv suites: one image-scale problem per parameter combination.
+
+CUDA is never touched at import time (asv imports every benchmark file during discovery and
+launches with ``spawn``); a CUDA combination without a GPU raises NotImplementedError in
+``setup``, which asv reports as skipped.
+"""
+
+from __future__ import annotations
+
+import torch
+
+
+def device_or_skip(name: str) -> torch.device:
+    if name == "cuda" and not torch.cuda.is_available():
+        raise NotImplementedError("no CUDA device")
+    return torch.device(name)
+
+
+def synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def wavelet_problem(task: str, size: int, batch: int, dtype: str, device: torch.device):
+    """(step, θ, u₀, loss, fb): FB (51) with θ_BC on crops of the embedded images."""
+    from experiments.data import crops, embedded_images
+    from operators.physics import make_forward_model
+    from operators.wavelet_prior import WaveletFB, init_theta
+
+    dt = getattr(torch, dtype)
+    clean = crops(embedded_images(), size, batch, 0).to(device, dt)
+    model = make_forward_model(task, 3, (size, size), device=device, dtype=dt, seed=0)
+    y = model.observe(clean, torch.Generator(device=device).manual_seed(0))
+    fb = WaveletFB(y, prior="BC", model=None if task == "denoise" else model)
+    theta = init_theta("BC", 4, 3, log_lambda=-2.0, device=device, dtype=dt)
+    w0 = fb.weights(theta).detach()
+
+    def loss(u: torch.Tensor) -> torch.Tensor:
+        return 0.5 * ((fb.D.synthesis(u / w0) - clean) ** 2).sum()
+
+    return fb.step, theta, fb.initial(), loss, fb
