@@ -231,7 +231,8 @@ def test_load_drunet_errors(tmp_path):
         pnp.load_drunet(path, nc=(64, 128, 256, 512), nb=4)  # a wrong explicit architecture
     inferred = pnp.load_drunet(path)  # a plain state dict: its shapes give the architecture
     assert sum(p.numel() for p in inferred.parameters()) == sum(
-        p.numel() for p in tiny_drunet().parameters())
+        p.numel() for p in tiny_drunet().parameters()
+    )
     with pytest.raises(InvalidInputError, match="channels=3"):
         pnp.load_drunet(path, channels=1, nc=NC, nb=NB)
     torch.save({"weights": [1, 2]}, tmp_path / "junk.pth")
