@@ -51,6 +51,21 @@ def init_theta(
     return log_lam, torch.zeros(shape, device=device, dtype=dtype)
 
 
+def _version_key(theta: tuple[torch.Tensor, ...]) -> tuple | None:
+    """(tensor, storage pointer, in-place version) per θ tensor; None for inference tensors,
+    which have no version counter (no caching then)."""
+    try:
+        return tuple((t, t.data_ptr(), t._version) for t in theta)
+    except RuntimeError:
+        return None
+
+
+def _same_key(a: tuple, b: tuple) -> bool:
+    if len(a) != len(b):
+        return False
+    return all(x is y and p == q and v == w for (x, p, v), (y, q, w) in zip(a, b, strict=True))
+
+
 @dataclass(eq=False)
 class WaveletFB:
     """The FB step (51) for one forward model and one batch of observations y (B, C, H, W).
@@ -82,6 +97,7 @@ class WaveletFB:
         # Dy (denoising) or D Aᵀy (general): constant along the iteration.
         aty = self.y if self.model is None else self.model.A_adjoint(self.y)
         self.D_aty = self.D.analysis(aty)
+        self._cache: tuple | None = None  # see _denoising_maps
 
     def weights(self, theta: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
         """The diagonal of θ in the packed coefficient layout, shape (1, C, H, W)."""
@@ -114,26 +130,61 @@ class WaveletFB:
         return max(abs(1 - tau * mu), abs(1 - tau * L))
 
     def prox(self, u: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        """prox of t‖·‖₁,₂ on the detail coefficients (group soft thresholding)."""
-        approx, details = self.D.unpack(u)
-        dims = (1, 2) if self.prior == "BC" else (2,)
-        out = []
-        for d in details:
-            norm = torch.linalg.vector_norm(d, dim=dims, keepdim=True)
-            # clamp_min keeps t/‖·‖ finite where a group is 0 (the factor is 0 there anyway)
-            out.append(torch.relu(1 - t / norm.clamp_min(torch.finfo(d.dtype).tiny)) * d)
-        return self.D.pack(approx, out)
+        """prox of t‖·‖₁,₂ on the detail coefficients (group soft thresholding).
+
+        Works on the packed layout directly: the squared group norms are sums of three views
+        of u² (one per band, over channels too for θ_BC), and the shrink factors are packed
+        back into one (B, 1|C, H, W) map that multiplies u. This is ~30× faster on CPU than
+        unpacking and calling ``torch.linalg.vector_norm`` over non-contiguous dimensions
+        (see docs/performance.md); it is tested against that form.
+        """
+        sq = u * u
+        if self.prior == "BC":
+            sq = sq.sum(dim=1, keepdim=True)
+        tiny = torch.finfo(u.dtype).tiny
+        factors = []
+        for h, w in self._detail_hw():
+            norm_sq = (
+                sq[..., h : 2 * h, :w] + sq[..., :h, w : 2 * w] + sq[..., h : 2 * h, w : 2 * w]
+            )
+            # clamp_min keeps t/‖·‖ finite (and its gradient 0) where a group is 0; the
+            # factor is 0 there anyway.
+            f = torch.relu(1 - t * torch.rsqrt(norm_sq.clamp_min(tiny)))
+            factors.append(f.unsqueeze(-3).expand(*f.shape[:-2], 3, h, w))
+        ones = torch.ones((1, 1, *self._approx_hw()), device=u.device, dtype=u.dtype)
+        return u * self.D.pack(ones, factors)
 
     def step(self, u: torch.Tensor, theta: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
         """φ(u, θ), eq. (51)."""
+        if self.model is None:
+            # u − τ(θ⁻¹u − Dy)/θ = u(1 − τ/θ²) + (τ/θ)Dy: one pass over u
+            tau, scale, shift = self._denoising_maps(theta)
+            return self.prox(torch.addcmul(shift, u, scale), tau)
         w = self.weights(theta)
         tau = self.tau(w)
-        if self.model is None:
-            grad = (u / w - self.D_aty) / w
-        else:
-            x = self.D.synthesis(u / w)
-            grad = self.D.analysis(self.model.A_adjoint(self.model.A(x))) / w - self.D_aty / w
+        x = self.D.synthesis(u / w)
+        grad = self.D.analysis(self.model.A_adjoint(self.model.A(x))) / w - self.D_aty / w
         return self.prox(u - tau * grad, tau)
+
+    def _denoising_maps(
+        self, theta: tuple[torch.Tensor, torch.Tensor]
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(τ, 1 − τ/θ², (τ/θ)Dy) for the A = I step; cached while θ is unchanged.
+
+        They depend on θ only, so the no-graph restart loop (eq. 24) would rebuild them at
+        every step (a third of the step's time at 256×256). The cache is used only with
+        gradients disabled, and is keyed on the θ tensors' identity, storage and in-place
+        version counter, so an optimiser step or a new θ rebuilds them.
+        """
+        key = _version_key(theta) if not torch.is_grad_enabled() else None
+        if key is not None and self._cache is not None and _same_key(key, self._cache[0]):
+            return self._cache[1]
+        w = self.weights(theta)
+        tau = self.tau(w)
+        tau_w = tau / w
+        maps = (tau, 1 - tau_w / w, tau_w * self.D_aty)
+        self._cache = (key, maps) if key is not None else None
+        return maps
 
     def initial(self) -> torch.Tensor:
         """u₀ = θDy-free start: u₀ = D Aᵀy (the paper's x₀ = Dy for denoising)."""

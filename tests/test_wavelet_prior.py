@@ -60,6 +60,44 @@ def test_prox_is_group_soft_thresholding():
             torch.testing.assert_close(o, ref, rtol=1e-12, atol=1e-14)
 
 
+def _prox_by_vector_norm(fb, u, t):
+    """The unpacked form the packed prox replaces (torch.linalg.vector_norm per group)."""
+    approx, details = fb.D.unpack(u)
+    dims = (1, 2) if fb.prior == "BC" else (2,)
+    out = []
+    for d in details:
+        norm = torch.linalg.vector_norm(d, dim=dims, keepdim=True)
+        out.append(torch.relu(1 - t / norm.clamp_min(torch.finfo(d.dtype).tiny)) * d)
+    return fb.D.pack(approx, out)
+
+
+@pytest.mark.parametrize("prior", ["B", "BC"])
+def test_packed_prox_gradient_matches_vector_norm_form_with_zero_groups(prior):
+    """Same values and gradients as the vector_norm form, and finite where a group is 0."""
+    fb = WaveletFB(observation(), prior=prior)
+    u = fb.initial()
+    u[..., 8:, :8] = 0.0  # finest level (h = w = 8): one band zero, groups still nonzero
+    u[..., 4:8, :4] = 0.0  # next level (h = w = 4): all three bands zero,
+    u[..., :4, 4:8] = 0.0  # so every group there has norm 0
+    u[..., 4:8, 4:8] = 0.0
+    t = torch.tensor(0.3, requires_grad=True)
+    u = u.requires_grad_()
+    new, ref = fb.prox(u, t), _prox_by_vector_norm(fb, u, t)
+    torch.testing.assert_close(new, ref, rtol=1e-12, atol=1e-14)
+    g = torch.randn_like(new)
+    grads_new = torch.autograd.grad(new, (u, t), g)
+    grads_ref = torch.autograd.grad(ref, (u, t), g)
+    for a, b in zip(grads_new, grads_ref, strict=True):
+        assert torch.isfinite(a).all()
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
+
+
+def test_packed_prox_float32_matches_vector_norm_form():
+    fb = WaveletFB(observation(32).float(), prior="BC")
+    u, t = fb.initial() * 1.7, torch.tensor(0.2)
+    torch.testing.assert_close(fb.prox(u, t), _prox_by_vector_norm(fb, u, t), rtol=1e-5, atol=1e-6)
+
+
 def test_weights_layout_and_tau():
     y = observation()
     fb = WaveletFB(y, prior="BC")
@@ -111,3 +149,25 @@ def test_bad_input():
         WaveletFB(observation()[0])
     with pytest.raises(InvalidInputError, match="in \\(0, 2\\)"):
         WaveletFB(observation(), step_factor=2.5)
+
+
+def test_denoising_maps_cache_follows_in_place_updates_and_new_theta():
+    """The no-grad cache of (τ, 1 − τ/θ², (τ/θ)Dy) never serves a stale θ."""
+    y = observation()
+    fb = WaveletFB(y, prior="BC")
+    theta = init_theta("BC", 4, 3, log_lambda=-1.5)
+    u = fb.initial() * 1.1
+
+    def fresh(th):
+        with torch.enable_grad():  # the cache is bypassed with gradients on
+            return fb.step(u, th).detach()
+
+    with torch.no_grad():
+        first = fb.step(u, theta)
+        torch.testing.assert_close(first, fresh(theta), rtol=0, atol=0)
+        assert fb.step(u, theta) is not first  # cached maps, new output
+        theta[0].add_(0.2)  # an optimiser-style in-place update bumps the version
+        torch.testing.assert_close(fb.step(u, theta), fresh(theta), rtol=0, atol=0)
+        other = (theta[0].clone() - 0.5, theta[1].clone())  # a new θ object
+        torch.testing.assert_close(fb.step(u, other), fresh(other), rtol=0, atol=0)
+    assert not torch.equal(fresh(other), first)

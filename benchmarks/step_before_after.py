@@ -1,0 +1,134 @@
+"""Before/after, in one run, of the denoising FB step (51) speed-ups recorded in
+docs/performance.md ("Making the step fast").
+
+``before`` is the step as it was: the gradient in five elementwise passes and the group prox
+by unpacking the coefficients and calling ``torch.linalg.vector_norm`` over the (channel,
+band) dimensions. ``after`` is :meth:`operators.wavelet_prior.WaveletFB.step` as shipped.
+Both are timed on the same data in the same process, interleaved, medians of ``--repeats``.
+
+    python benchmarks/step_before_after.py --threads 2
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import time
+from contextlib import contextmanager
+from datetime import datetime, timezone
+
+import torch
+
+from operators import hypergrad
+from operators.wavelet_prior import WaveletFB, init_theta
+
+
+def _prox_before(fb: WaveletFB, u: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    approx, details = fb.D.unpack(u)
+    dims = (1, 2) if fb.prior == "BC" else (2,)
+    out = []
+    for d in details:
+        norm = torch.linalg.vector_norm(d, dim=dims, keepdim=True)
+        out.append(torch.relu(1 - t / norm.clamp_min(torch.finfo(d.dtype).tiny)) * d)
+    return fb.D.pack(approx, out)
+
+
+def _step_before(fb: WaveletFB, u: torch.Tensor, theta) -> torch.Tensor:
+    w = fb.weights(theta)
+    tau = fb.tau(w)
+    grad = (u / w - fb.D_aty) / w
+    return _prox_before(fb, u - tau * grad, tau)
+
+
+@contextmanager
+def _variant(name: str):
+    original = WaveletFB.step
+    if name == "before":
+        WaveletFB.step = lambda self, u, theta: _step_before(self, u, theta)
+    try:
+        yield
+    finally:
+        WaveletFB.step = original
+
+
+def _median_seconds(fn, repeats: int) -> float:
+    fn()  # warm-up
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--size", type=int, default=256)
+    parser.add_argument("--batch", type=int, default=4)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--out", default=None, help="JSON file for the results")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    gen = torch.Generator().manual_seed(0)
+    clean = torch.rand(args.batch, 3, args.size, args.size, generator=gen)
+    sigma = torch.tensor([0.1, 0.25, 0.5]).reshape(1, 3, 1, 1)
+    y = clean + sigma * torch.randn(clean.shape, generator=gen)
+    rows = []
+    for prior in ("BC", "B"):
+        fb = WaveletFB(y, prior=prior)
+        theta = init_theta(prior, 4, 3, log_lambda=-1.5)
+        theta0 = tuple(t.clone() for t in theta)
+        u0 = fb.initial() * fb.weights(theta0)  # u₀ = θ₀Dy, whose image is y
+
+        def loss(u, fb=fb, theta0=theta0):
+            return 0.5 * (fb.estimate(u, theta0) - clean).pow(2).sum()
+
+        theta = tuple(t.requires_grad_() for t in theta)
+        results = {}
+        for name in ("before", "after", "before", "after"):  # interleaved against drift
+            with _variant(name):
+                with torch.no_grad():
+                    step = _median_seconds(
+                        lambda fb=fb, u0=u0, theta=theta: fb.step(u0, theta), 10 * args.repeats
+                    )
+
+                def hypergradient(fb=fb, u0=u0, theta=theta, loss=loss):
+                    return hypergrad.retune(fb.step, theta, u0, loss, K=10, T=10)
+
+                g = hypergradient()
+                rt = _median_seconds(hypergradient, args.repeats)
+            results.setdefault(name, []).append((step, rt, [t.detach() for t in g]))
+        for name, runs in results.items():
+            rows.append(
+                {
+                    "prior": prior,
+                    "variant": name,
+                    "step_ms": 1e3 * min(r[0] for r in runs),
+                    "retune_K10_T10_s": min(r[1] for r in runs),
+                }
+            )
+        g_before, g_after = results["before"][0][2], results["after"][0][2]
+        diff = max(
+            ((a - b).norm() / b.norm()).item() for a, b in zip(g_after, g_before, strict=True)
+        )
+        rows.append({"prior": prior, "variant": "gradient rel. difference", "value": diff})
+    meta = {
+        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "machine": platform.processor() or platform.machine(),
+        "threads": args.threads,
+        "torch": torch.__version__,
+        "shape": [args.batch, 3, args.size, args.size],
+    }
+    for row in rows:
+        print(row)
+    print(meta)
+    if args.out:
+        with open(args.out, "w") as f:
+            json.dump({"meta": meta, "rows": rows}, f, indent=1)
+
+
+if __name__ == "__main__":
+    main()
