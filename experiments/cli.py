@@ -29,18 +29,38 @@ class VerifyConfig:
 
 def _commands() -> dict[str, tuple[type, Callable[[Any], int], dict]]:
     from experiments.errors import PRESETS, ErrorStudyConfig, run_errors
+    from experiments.peers import BenchConfig, run_bench
+    from experiments.reproduce import PRESETS as REPRODUCE_PRESETS
+    from experiments.reproduce import (
+        PRETRAIN_PRESETS,
+        PretrainConfig,
+        ReproduceConfig,
+        reproduce_command,
+        run_pretrain,
+    )
+    from experiments.sweep import SweepConfig, run_sweep
 
     return {
         "verify": (VerifyConfig, run_verify, {}),
         "errors": (ErrorStudyConfig, run_errors, PRESETS),
+        "reproduce": (ReproduceConfig, reproduce_command, REPRODUCE_PRESETS),
+        "pretrain-denoiser": (PretrainConfig, run_pretrain, PRETRAIN_PRESETS),
+        "bench": (BenchConfig, run_bench, {}),
+        "sweep": (SweepConfig, run_sweep, {}),
     }
 
 
 def _add_dataclass_arguments(parser: argparse.ArgumentParser, config: type) -> None:
-    """One flag per field; only flags given on the command line override preset and defaults."""
+    """One flag per field; only flags given on the command line override preset and defaults.
+
+    A field with ``metadata={"positional": True}`` is a required positional argument instead.
+    """
     for f in dataclasses.fields(config):
         flag = f"--{f.name.replace('_', '-')}"
         help_text = f"{f.metadata.get('help', '')} (default: {f.default})".strip()
+        if f.metadata.get("positional"):
+            parser.add_argument(f.name, help=f.metadata.get("help"))
+            continue
         if f.type in ("bool", bool):
             parser.add_argument(
                 flag, dest=f.name, action="store_true", default=argparse.SUPPRESS, help=help_text

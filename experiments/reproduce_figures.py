@@ -1,0 +1,149 @@
+"""Figs. 1–3 of section 4 redrawn from ``metrics.csv`` and ``reconstructions.npz``.
+
+Top row, one panel per model: train PSNR per gradient step ℓ for each (K, T), the exact
+values as dots and a trailing 25-step moving average as a line (the paper's "local averages
+over 25 steps"). Bottom row: ground truth, observation and each model's estimate at
+K = T = 10 on a test image, with their PSNR.
+
+>>> import pandas as pd
+>>> moving_average(pd.Series([1.0, 2.0, 3.0, 4.0]), window=2).tolist()
+[1.0, 1.5, 2.5, 3.5]
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from .figures import _save
+
+__all__ = ["COLORS", "moving_average", "redraw", "reproduce_figure"]
+
+COLORS = {
+    (10, 10): "tab:blue",
+    (10, 1): "tab:orange",
+    (1, 10): "tab:green",
+    (1, 1): "tab:red",
+}
+"""The paper's colours: blue for K = T = 10; orange and green for the two configurations
+with 10 steps of φ (green: with restarts)."""
+
+LETTERS = "abcdefgh"
+
+
+def moving_average(values: pd.Series, window: int = 25) -> pd.Series:
+    """Trailing mean over the last ``window`` values (fewer at the start)."""
+    return values.rolling(window, min_periods=1).mean()
+
+
+def _psnr(x: np.ndarray, reference: np.ndarray) -> float:
+    mse = float(np.mean((x.astype(np.float64) - reference) ** 2))
+    return -10 * np.log10(max(mse, 1e-300))
+
+
+def reproduce_figure(
+    metrics: pd.DataFrame,
+    reconstructions: Mapping[str, Any] | None,
+    base: Path,
+    *,
+    title: str = "",
+    labels: Mapping[str, str] | None = None,
+    window: int = 25,
+) -> list[Path]:
+    """Draw the figure to ``base``.pdf and ``base``.png; return the two paths.
+
+    Parameters
+    ----------
+    metrics
+        One row per gradient step and configuration, with columns model, K, T, step, psnr.
+    reconstructions
+        ``ground_truth``, ``observation`` and ``estimate_<model>`` images (H, W, 3) in [0, 1],
+        plus ``K`` and ``T`` of the estimates; None or empty: no bottom row.
+    labels
+        A description per model (panel titles), in panel order; default: the models of
+        ``metrics`` in order of appearance.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    models = list(labels) if labels else list(dict.fromkeys(metrics.model))
+    recon = dict(reconstructions or {})
+    images = []
+    if "ground_truth" in recon:
+        truth = np.asarray(recon["ground_truth"])
+        images.append(("ground truth", truth))
+        if "observation" in recon:
+            obs = np.asarray(recon["observation"])
+            images.append((f"observation\n{_psnr(obs, truth):.2f} dB", obs))
+        shown = f"K={int(recon.get('K', 10))}, T={int(recon.get('T', 10))}"
+        for i, model in enumerate(models):
+            key = f"estimate_{model}"
+            if key in recon:
+                x = np.asarray(recon[key])
+                images.append((f"({LETTERS[i]}) {model}, {shown}\n{_psnr(x, truth):.2f} dB", x))
+    n_top, n_bottom = len(models), len(images)
+    width = max(4.6 * n_top, 2.6 * n_bottom, 6.0)
+    fig = plt.figure(figsize=(width, 4.2 + (2.9 if images else 0)))
+    grid = fig.add_gridspec(
+        2 if images else 1, 1, height_ratios=[4.2, 2.9] if images else [1], hspace=0.45
+    )
+    top = grid[0].subgridspec(1, n_top, wspace=0.25)
+    for i, model in enumerate(models):
+        ax = fig.add_subplot(top[0, i])
+        sub = metrics[metrics.model == model]
+        for (K, T), g in sorted(sub.groupby(["K", "T"]), key=lambda kv: kv[0]):
+            g = g.sort_values("step")
+            color = COLORS.get((int(K), int(T)))
+            ax.plot(g.step, g.psnr, ".", ms=3, alpha=0.35, color=color)
+            ax.plot(
+                g.step,
+                moving_average(g.psnr.reset_index(drop=True), window),
+                "-",
+                lw=1.8,
+                color=color,
+                label=f"K={int(K)}, T={int(T)}",
+            )
+        description = labels.get(model, model) if labels else model
+        ax.set_title(f"({LETTERS[i]}) {model}\n{description}", fontsize=10)
+        ax.set_xlabel("gradient step ℓ")
+        ax.set_ylabel("train PSNR (dB)")
+        ax.grid(True, alpha=0.3)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=8, loc="lower right")
+    if images:
+        bottom = grid[1].subgridspec(1, n_bottom, wspace=0.05)
+        for j, (name, image) in enumerate(images):
+            ax = fig.add_subplot(bottom[0, j])
+            ax.imshow(np.clip(image, 0, 1), interpolation="nearest")
+            ax.set_title(name, fontsize=9)
+            ax.set_axis_off()
+    if title:
+        fig.suptitle(title, fontsize=11)
+    paths = _save(fig, Path(base))
+    plt.close(fig)
+    return paths
+
+
+def redraw(folder: str | Path, figure: str | None = None) -> list[Path]:
+    """Redraw a run's figure from its ``metrics.csv`` and ``reconstructions.npz``."""
+    from .train import FIGURES, MODELS
+
+    folder = Path(folder)
+    figure = figure or folder.parent.name
+    metrics = pd.read_csv(folder / "metrics.csv")
+    recon_path = folder / "reconstructions.npz"
+    recon = dict(np.load(recon_path)) if recon_path.exists() else None
+    models = FIGURES[figure].models if figure in FIGURES else tuple(dict.fromkeys(metrics.model))
+    return reproduce_figure(
+        metrics,
+        recon,
+        folder / figure,
+        title=FIGURES[figure].title if figure in FIGURES else "",
+        labels={m: MODELS.get(m, m) for m in models},
+    )

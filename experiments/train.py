@@ -1,0 +1,555 @@
+r"""Algorithm 1 (ReTune) as a training loop: one (model, K, T) configuration of section 4.
+
+Per gradient step ℓ (Algorithm 1, with the estimator chosen by name):
+
+.. math::
+
+    g^{[ℓ]} = \text{estimator}\big(φ_{y_B}, θ^{[ℓ]}, x_0(y_B), \mathcal{L}_B, K, T\big),
+    \qquad θ^{[ℓ+1]} = \mathrm{Adam}(θ^{[ℓ]}, g^{[ℓ]})
+
+where B is a batch of (clean, observed) training pairs, φ_{y_B} the step map built for its
+observations (FB on weighted wavelet coefficients (51), or FB-PnP (53)), x_0 its start
+(u₀ = DAᵀy, or Aᵀy) and 𝓛_B the mean squared error between the estimate and the clean batch.
+For the wavelet models the iterate is u and the estimate x = Dᵀθ⁻¹u (section 4.1): the
+estimators get ``readout=fb.estimate``, which also adds the read-out's direct θ-derivative.
+With ``retune`` (the default) g is g^R of eq. (25); ``unrolled`` is g^{KT} (23); ``jfb`` (28)
+and ``deq_solve`` (20) are taken at the fixed point of Φ_K computed by Anderson acceleration.
+
+Every random draw is a function of its index: observation i uses a generator seeded by
+(seed, i) and the batches of epoch e come from a permutation seeded by (seed, e). A
+checkpoint (θ, Adam state, step count, the global RNG states, the metric rows so far) therefore
+restarts the loop exactly where it stopped: no step is lost or repeated, and on the CPU a
+resumed run ends bit for bit where an uninterrupted one does.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from operators import fixed_point, hypergrad, restart
+from operators._theta import Step, Theta, as_tuple, like
+from operators.errors import InvalidInputError
+
+__all__ = [
+    "ESTIMATORS",
+    "FIGURES",
+    "MODELS",
+    "Data",
+    "Figure",
+    "Problem",
+    "TrainSettings",
+    "Unit",
+    "batch_indices",
+    "evaluate",
+    "hypergradient",
+    "initial_theta",
+    "load_checkpoint",
+    "make_data",
+    "observe_pairs",
+    "psnr",
+    "theta_summary",
+    "train_unit",
+]
+
+FORMAT = "retune-suite/reproduce-checkpoint-v1"
+ESTIMATORS = ("retune", "unrolled", "jfb", "deq_solve")
+
+MODELS = {
+    "wavelet-B": "FB, wavelet prior θ_B (45)",
+    "wavelet-BC": "FB, wavelet prior θ_BC (44)",
+    "pnp-sigma-tau": "FB-PnP, θ = (σ, τ), DRUNet fixed (53)",
+    "pnp-weights": "FB-PnP, θ = Λ (DRUNet weights) (53)",
+}
+"""The learning configurations of section 4, by name."""
+
+
+@dataclass(frozen=True)
+class Figure:
+    """One figure of the paper: its forward model and the models learned on it."""
+
+    task: str
+    models: tuple[str, ...]
+    title: str
+
+
+FIGURES = {
+    "fig1": Figure(
+        "denoise",
+        ("wavelet-B", "wavelet-BC"),
+        "Fig. 1: wavelet denoising, (σ_R, σ_G, σ_B) = (0.1, 0.25, 0.5)",
+    ),
+    "fig2": Figure(
+        "inpaint",
+        ("wavelet-BC", "pnp-sigma-tau", "pnp-weights"),
+        "Fig. 2: inpainting, 90% of the pixels missing, σ = 0.05",
+    ),
+    "fig3": Figure(
+        "deblur",
+        ("wavelet-BC", "pnp-sigma-tau", "pnp-weights"),
+        "Fig. 3: anisotropic deblurring, uniform kernels of width 25, σ = 0.05",
+    ),
+}
+
+
+@dataclass
+class TrainSettings:
+    """What Algorithm 1 needs besides the model: optimiser, batches, estimator and solves."""
+
+    estimator: str = "retune"
+    lr: float = 5e-2
+    batch: int = 4
+    epochs: int = 4
+    seed: int = 0
+    checkpoint_every: int = 25
+    fixed_point_rtol: float = 1e-5
+    fixed_point_max_blocks: int = 2000
+    solve_tol: float = 1e-4
+    solve_maxiter: int = 500
+
+
+@dataclass(frozen=True)
+class Unit:
+    """One training run: a model at one (K, T)."""
+
+    model: str
+    K: int
+    T: int
+
+    @property
+    def label(self) -> str:
+        return f"{self.model} K={self.K} T={self.T}"
+
+    @property
+    def filename(self) -> str:
+        return f"{self.model}_K{self.K}_T{self.T}.pt"
+
+
+@dataclass
+class Data:
+    """Clean images and their observations, training and test, on the run's device."""
+
+    task: str
+    forward: Any
+    clean: torch.Tensor
+    y: torch.Tensor
+    test_clean: torch.Tensor
+    test_y: torch.Tensor
+
+
+def _pair_seed(seed: int, index: int) -> int:
+    return (seed * 1_000_003 + index) % (2**63 - 1)
+
+
+def observe_pairs(forward: Any, clean: torch.Tensor, seed: int) -> torch.Tensor:
+    """y_i = A x̄_i + ε_i with ε_i drawn by a generator seeded by (seed, i) on x̄'s device.
+
+    Observation i depends on (seed, i) only, not on the order of the draws, so a resumed run
+    and a run on a subset of the pairs see the same y_i.
+    """
+    out = torch.empty_like(clean)
+    for i in range(clean.shape[0]):
+        generator = torch.Generator(device=clean.device).manual_seed(_pair_seed(seed, i))
+        out[i : i + 1] = forward.observe(clean[i : i + 1], generator)
+    return out
+
+
+def make_data(
+    task: str,
+    train_clean: torch.Tensor,
+    test_clean: torch.Tensor,
+    seed: int,
+    device: torch.device,
+    dtype: torch.dtype,
+) -> Data:
+    """The forward model of ``task`` (section 4) and every observation, drawn once.
+
+    ``train_clean`` and ``test_clean`` (N, 3, H, W) are moved to ``device`` and ``dtype``
+    here, explicitly; the training observations use ``seed``, the test ones ``seed + 1``.
+    """
+    from operators.physics import make_forward_model
+
+    H, W = train_clean.shape[-2:]
+    forward = make_forward_model(task, 3, (H, W), device=device, dtype=dtype, seed=seed)
+    clean = train_clean.to(device=device, dtype=dtype)
+    test = test_clean.to(device=device, dtype=dtype)
+    return Data(
+        task,
+        forward,
+        clean,
+        observe_pairs(forward, clean, seed),
+        test,
+        observe_pairs(forward, test, seed + 1),
+    )
+
+
+@dataclass
+class Problem:
+    """Builds φ, x₀ and the read-out of one model for a batch of observations.
+
+    ``denoiser`` (a DRUNet) is needed by the PnP models; ``sigma`` and ``tau`` are the fixed
+    (σ, τ) of ``pnp-weights`` (the final values of ``pnp-sigma-tau`` at the same (K, T)).
+    """
+
+    model: str
+    task: str
+    forward: Any
+    denoiser: torch.nn.Module | None = None
+    sigma: float | None = None
+    tau: float | None = None
+
+    def build(self, y: torch.Tensor) -> tuple[Step, torch.Tensor, Callable | None]:
+        """(step, x₀, readout) for observations y (B, C, H, W)."""
+        if self.model.startswith("wavelet"):
+            from operators.wavelet_prior import WaveletFB
+
+            fb = WaveletFB(
+                y,
+                prior=self.model.split("-")[1],
+                model=None if self.task == "denoise" else self.forward,
+            )
+            return fb.step, fb.initial(), fb.estimate
+        from operators.pnp import fb_pnp_sigma_tau, fb_pnp_weights
+
+        if self.denoiser is None:
+            raise InvalidInputError(f"{self.model} needs a DRUNet denoiser.")
+        x0 = self.forward.A_adjoint(y)
+        if self.model == "pnp-sigma-tau":
+            return fb_pnp_sigma_tau(self.forward, y, self.denoiser), x0, None
+        if self.sigma is None or self.tau is None:
+            raise InvalidInputError("pnp-weights needs the (σ, τ) learned by pnp-sigma-tau.")
+        step, _ = fb_pnp_weights(self.forward, y, self.denoiser, self.sigma, self.tau)
+        return step, x0, None
+
+
+def initial_theta(
+    model: str,
+    *,
+    log_lambda: float,
+    pnp_sigma: float,
+    pnp_tau: float,
+    denoiser: torch.nn.Module | None,
+    device: torch.device,
+    dtype: torch.dtype,
+) -> Theta:
+    """θ^{[0]}: (log λ, log Λ) for the wavelet models, (log σ, log τ), or the DRUNet's weights."""
+    if model in ("wavelet-B", "wavelet-BC"):
+        from operators.wavelet_prior import init_theta
+
+        return init_theta(
+            model.split("-")[1], 4, 3, log_lambda=log_lambda, device=device, dtype=dtype
+        )
+    if model == "pnp-sigma-tau":
+        from operators.pnp import sigma_tau_theta
+
+        return sigma_tau_theta(pnp_sigma, pnp_tau, device=device, dtype=dtype)
+    if model == "pnp-weights":
+        if denoiser is None:
+            raise InvalidInputError("pnp-weights needs a DRUNet denoiser.")
+        return tuple(p.detach().to(device=device, dtype=dtype) for p in denoiser.parameters())
+    raise InvalidInputError(f"unknown model {model!r}: choose from {', '.join(MODELS)}.")
+
+
+def batch_indices(step: int, n: int, batch: int, seed: int) -> torch.Tensor:
+    """Indices of the pairs of gradient step ``step`` (0-based): epoch e = step // (n // batch)
+    walks a permutation of the n pairs seeded by (seed, e), dropping the last partial batch."""
+    per_epoch = n // batch
+    if per_epoch < 1:
+        raise InvalidInputError(f"{n} training pairs make no batch of {batch}: lower --batch.")
+    epoch, position = divmod(step, per_epoch)
+    generator = torch.Generator().manual_seed(_pair_seed(seed + 7919, epoch))
+    permutation = torch.randperm(n, generator=generator)
+    return permutation[position * batch : (position + 1) * batch]
+
+
+def hypergradient(
+    settings: TrainSettings,
+    step: Step,
+    theta: Theta,
+    x0: torch.Tensor,
+    loss: Callable[[torch.Tensor], torch.Tensor],
+    K: int,
+    T: int,
+    readout: Callable | None,
+) -> Theta:
+    """g by the estimator named in ``settings`` (T is used by retune and unrolled only).
+
+    ``jfb`` and ``deq_solve`` first compute the fixed point of Φ_K from x₀ with
+    :func:`operators.fixed_point` (Anderson, ``fixed_point_rtol``, ``fixed_point_max_blocks``);
+    its :class:`~operators.NotContractiveError` propagates with its residual history.
+    """
+    name = settings.estimator
+    if name == "retune":
+        return hypergrad.retune(step, theta, x0, loss, K, T, readout=readout)
+    if name == "unrolled":
+        return hypergrad.unrolled(step, theta, x0, loss, K, T, readout=readout)
+    if name not in ("jfb", "deq_solve"):
+        raise InvalidInputError(f"unknown estimator {name!r}: choose from {', '.join(ESTIMATORS)}.")
+    x_star = fixed_point(
+        step,
+        theta,
+        x0,
+        K,
+        method="anderson",
+        rtol=settings.fixed_point_rtol,
+        max_blocks=settings.fixed_point_max_blocks,
+    ).x
+    if name == "jfb":
+        return hypergrad.jfb(step, theta, x_star, loss, K, readout=readout)
+    return hypergrad.deq_solve(
+        step,
+        theta,
+        x_star,
+        loss,
+        K,
+        tol=settings.solve_tol,
+        maxiter=settings.solve_maxiter,
+        readout=readout,
+    )
+
+
+def psnr(x: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
+    r"""PSNR per image for intensities in [0, 1], shape (B,); x is not clipped.
+
+    .. math:: \mathrm{PSNR}(x, \bar x) = -10 \log_{10} \tfrac1n ‖x − \bar x‖_2^2
+    """
+    mse = ((x - reference) ** 2).flatten(1).mean(1)
+    return -10 * torch.log10(mse.clamp_min(torch.finfo(mse.dtype).tiny))
+
+
+def theta_summary(model: str, theta: Theta, theta0: Theta) -> dict[str, Any]:
+    """Columns describing θ: σ and τ for PnP, λ_j and the range of Λ for the wavelet priors,
+    ‖θ − θ⁰‖/‖θ⁰‖ for the weights; ``theta_norm`` = ‖θ‖₂ of the stored parameters."""
+    leaves = [t.detach() for t in as_tuple(theta)]
+    norm = float(torch.sqrt(sum((t.double() ** 2).sum() for t in leaves)))
+    row: dict[str, Any] = {"theta_norm": norm, "sigma": float("nan"), "tau": float("nan")}
+    if model.startswith("wavelet"):
+        lam, Lam = (t.exp().double().cpu() for t in leaves)
+        row["theta"] = (
+            "λ=(" + ", ".join(f"{v:.3g}" for v in lam.tolist()) + ") "
+            f"Λ∈[{Lam.min().item():.3g}, {Lam.max().item():.3g}]"
+        )
+    elif model == "pnp-sigma-tau":
+        sigma, tau = leaves[0].exp().double().cpu().tolist()
+        row.update(sigma=sigma, tau=tau, theta=f"σ={sigma:.4g} τ={tau:.4g}")
+    else:
+        start = [t.detach() for t in as_tuple(theta0)]
+        change = sum(
+            ((a.double() - b.double()) ** 2).sum() for a, b in zip(leaves, start, strict=True)
+        )
+        base = sum((b.double() ** 2).sum() for b in start)
+        row["theta"] = f"‖Λ−Λ⁰‖/‖Λ⁰‖={float(torch.sqrt(change / base)):.3e}"
+    return row
+
+
+@dataclass
+class UnitResult:
+    """The end of a (model, K, T) run: final θ and its metric rows (one per gradient step)."""
+
+    theta: Theta
+    rows: list[dict[str, Any]] = field(default_factory=list)
+
+
+def _rng_states(device: torch.device) -> dict[str, torch.Tensor]:
+    states = {"cpu": torch.get_rng_state()}
+    if device.type == "cuda":
+        states["cuda"] = torch.cuda.get_rng_state(device)
+    return states
+
+
+def _set_rng_states(states: dict[str, torch.Tensor], device: torch.device) -> None:
+    torch.set_rng_state(states["cpu"])
+    if device.type == "cuda" and "cuda" in states:
+        torch.cuda.set_rng_state(states["cuda"], device)
+
+
+def load_checkpoint(path: Path) -> dict[str, Any]:
+    """A checkpoint written by :func:`train_unit` (tensors on the CPU)."""
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:
+        raise InvalidInputError(
+            f"cannot read the checkpoint {path} ({error}): delete it to restart that "
+            "configuration, or choose another --name."
+        ) from error
+    if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
+        raise InvalidInputError(
+            f"{path} is not a checkpoint of retune-suite reproduce: delete it or choose "
+            "another --name."
+        )
+    return ckpt
+
+
+def train_unit(
+    unit: Unit,
+    problem: Problem,
+    data: Data,
+    theta0: Theta,
+    settings: TrainSettings,
+    lr: float,
+    path: Path,
+    *,
+    rows: list[dict[str, Any]],
+    on_checkpoint: Callable[[], None] = lambda: None,
+    on_step: Callable[[Unit, int], None] | None = None,
+    progress: bool = True,
+) -> UnitResult:
+    r"""Algorithm 1 for one (model, K, T): Adam on θ with the hypergradient of ``settings``.
+
+    Parameters
+    ----------
+    unit
+        The model and (K, T).
+    problem
+        Builds φ, x₀ and the read-out for each batch.
+    data
+        Training pairs (clean, y) on the run's device.
+    theta0
+        θ^{[0]} (copied; the caller's tensors are not changed).
+    settings, lr
+        Estimator, batch, epochs, seed, checkpoint period; Adam's learning rate.
+    path
+        The checkpoint file. If it exists the run continues from it (the caller decides
+        whether that is allowed); it is rewritten atomically every ``checkpoint_every`` steps
+        and after the last one.
+    rows
+        Filled in place with one dict per gradient step (and replaced by the checkpoint's rows
+        on resumption), so that ``on_checkpoint`` can write every run's metrics together.
+    on_checkpoint
+        Called after each checkpoint is written.
+    on_step
+        Called as ``on_step(unit, step)`` after gradient step ``step`` (1-based) and its
+        checkpoint, if any; the tests interrupt a run from here.
+    """
+    from .denoiser import save_atomic
+
+    device = data.clean.device
+    leaves = tuple(t.detach().clone().requires_grad_(True) for t in as_tuple(theta0))
+    start_leaves = tuple(t.detach().clone() for t in leaves)
+    optimizer = torch.optim.Adam(leaves, lr=lr)
+    n = data.clean.shape[0]
+    total = settings.epochs * (n // settings.batch)
+    start = 0
+    if path.exists():
+        ckpt = load_checkpoint(path)
+        if (ckpt["model"], ckpt["K"], ckpt["T"]) != (unit.model, unit.K, unit.T) or len(
+            ckpt["theta"]
+        ) != len(leaves):
+            raise InvalidInputError(f"{path} holds another configuration: delete it.")
+        with torch.no_grad():
+            for leaf, saved in zip(leaves, ckpt["theta"], strict=True):
+                leaf.copy_(saved.to(device=device, dtype=leaf.dtype))
+            start_leaves = tuple(s.to(device=device, dtype=leaf.dtype) for s in ckpt["theta0"])
+        optimizer.load_state_dict(ckpt["optimizer"])
+        _set_rng_states(ckpt["rng"], device)
+        start = int(ckpt["step"])
+        rows[:] = list(ckpt["rows"])
+    else:
+        rows.clear()
+    theta = like(theta0, leaves)
+    theta_start = like(theta0, start_leaves)
+
+    def checkpoint(step: int) -> None:
+        save_atomic(
+            {
+                "format": FORMAT,
+                "model": unit.model,
+                "K": unit.K,
+                "T": unit.T,
+                "step": step,
+                "total": total,
+                "theta": tuple(t.detach().to("cpu", copy=True) for t in leaves),
+                "theta0": tuple(t.to("cpu", copy=True) for t in start_leaves),
+                "optimizer": optimizer.state_dict(),
+                "rng": _rng_states(device),
+                "rows": list(rows),
+                "problem": {"sigma": problem.sigma, "tau": problem.tau},
+            },
+            path,
+        )
+        on_checkpoint()
+
+    bar = _progress(total, start, unit.label, progress)
+    try:
+        for index in range(start, total):
+            idx = batch_indices(index, n, settings.batch, settings.seed).to(device)
+            clean, y = data.clean[idx], data.y[idx]
+            step, x0, readout = problem.build(y)
+            seen: dict[str, torch.Tensor] = {}
+
+            def loss(x: torch.Tensor, clean: torch.Tensor = clean, seen: dict = seen) -> Any:
+                seen["x"] = x.detach()
+                return torch.mean((x - clean) ** 2)
+
+            started = time.perf_counter()
+            grad = hypergradient(settings, step, theta, x0, loss, unit.K, unit.T, readout)
+            for leaf, g in zip(leaves, as_tuple(grad), strict=True):
+                leaf.grad = g.detach()
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            seconds = time.perf_counter() - started
+            estimate = seen["x"]
+            gnorm = float(torch.sqrt(sum((g.double() ** 2).sum() for g in as_tuple(grad))))
+            row = {
+                "model": unit.model,
+                "K": unit.K,
+                "T": unit.T,
+                "step": index + 1,
+                "epoch": index // (n // settings.batch) + 1,
+                "psnr": float(psnr(estimate, clean).mean()),
+                "loss": float(torch.mean((estimate - clean) ** 2)),
+                "grad_norm": gnorm,
+                **theta_summary(unit.model, theta, theta_start),
+                "seconds": seconds,
+            }
+            rows.append(row)
+            if (index + 1) % settings.checkpoint_every == 0 or index + 1 == total:
+                checkpoint(index + 1)
+            if bar is not None:
+                bar.set_postfix(psnr=f"{row['psnr']:.2f}", loss=f"{row['loss']:.2e}")
+                bar.update(1)
+            if on_step is not None:
+                on_step(unit, index + 1)
+    finally:
+        if bar is not None:
+            bar.close()
+    return UnitResult(theta=like(theta0, tuple(t.detach() for t in leaves)), rows=rows)
+
+
+def evaluate(
+    problem: Problem,
+    theta: Theta,
+    clean: torch.Tensor,
+    y: torch.Tensor,
+    K: int,
+    T: int,
+    batch: int,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Estimates x̃ = R(Φ_K^T(x₀, θ)) of the given images and their PSNR, ``batch`` at a time."""
+    estimates, values = [], []
+    with torch.no_grad():
+        for i in range(0, clean.shape[0], batch):
+            step, x0, readout = problem.build(y[i : i + batch])
+            u = restart(step, theta, x0, K, T).x
+            x = u if readout is None else readout(u, theta)
+            estimates.append(x)
+            values.append(psnr(x, clean[i : i + batch]))
+    return torch.cat(estimates), torch.cat(values)
+
+
+def _progress(total: int, initial: int, desc: str, enabled: bool) -> Any:
+    """A tqdm bar (tqdm comes with deepinv), or None when disabled or not installed."""
+    if not enabled:
+        return None
+    try:
+        from tqdm.auto import tqdm
+    except ImportError:
+        return None
+    return tqdm(total=total, initial=initial, desc=desc, unit="step", leave=True)

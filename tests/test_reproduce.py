@@ -1,0 +1,253 @@
+"""``retune-suite reproduce``: Algorithm 1 trains, writes one metrics row per step and
+configuration, resumes bit for bit after an interruption, draws the figure, validates before
+any work; fig2 runs end to end with its three models. Tiny sizes: the whole file takes seconds.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from experiments import reproduce as rp
+from experiments.cli import main
+from experiments.reproduce_figures import reproduce_figure
+from experiments.train import FIGURES, batch_indices
+from operators.errors import InvalidInputError
+
+
+def tiny(out: Path, **changes) -> rp.ReproduceConfig:
+    """fig1 on 4 pairs of 32×32 (one batch), float64 on one CPU thread."""
+    base = dict(
+        figure="fig1",
+        out=str(out),
+        name="t",
+        size=32,
+        train_pairs=4,
+        batch=4,
+        epochs=3,
+        test_images=1,
+        test_crops=1,
+        configs="1,1;10,10",
+        dtype="float64",
+        device="cpu",
+        threads=1,
+        checkpoint_every=2,
+        quiet=True,
+    )
+    return dataclasses.replace(rp.ReproduceConfig(), **{**base, **changes})
+
+
+@pytest.fixture(scope="module")
+def fig1_run(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("runs")
+    assert rp.run_reproduce(tiny(out, epochs=12)) == 0
+    return out / "fig1" / "t"
+
+
+def test_loop_reduces_the_loss(fig1_run):
+    metrics = pd.read_csv(fig1_run / "metrics.csv")
+    for (model, K, T), g in metrics.groupby(["model", "K", "T"]):
+        g = g.sort_values("step")
+        # one fixed batch of 4 pairs: Adam on θ must lower the training MSE
+        assert g.loss.iloc[-3:].mean() < g.loss.iloc[:3].mean(), (model, K, T)
+        assert g.psnr.iloc[-1] > g.psnr.iloc[0], (model, K, T)
+
+
+def test_metrics_one_row_per_step_and_configuration(fig1_run):
+    metrics = pd.read_csv(fig1_run / "metrics.csv")
+    keys = {(m, K, T) for m in FIGURES["fig1"].models for K, T in [(1, 1), (10, 10)]}
+    assert set(metrics[["model", "K", "T"]].itertuples(index=False, name=None)) == keys
+    assert len(metrics) == len(keys) * 12
+    for _, g in metrics.groupby(["model", "K", "T"]):
+        assert sorted(g.step) == list(range(1, 13))
+    for column in ("psnr", "loss", "theta", "theta_norm", "grad_norm", "seconds", "epoch"):
+        assert column in metrics
+    summary = pd.read_csv(fig1_run / "summary.csv")
+    assert len(summary) == len(keys) and summary.test_psnr.notna().all()
+    claims = pd.read_csv(fig1_run / "claims.csv")
+    assert "θ_BC beats θ_B at K=T=10" in set(claims.claim)
+    assert {p.name for p in fig1_run.iterdir()} >= {
+        "config.json",
+        "metrics.csv",
+        "summary.csv",
+        "claims.csv",
+        "reconstructions.npz",
+        "fig1.pdf",
+        "fig1.png",
+        "checkpoints",
+    }
+    assert len(list((fig1_run / "checkpoints").glob("*.pt"))) == len(keys)
+    assert not list(fig1_run.rglob(".*.tmp"))
+
+
+def test_batches_cover_each_epoch_once():
+    seen = torch.cat([batch_indices(s, 10, 3, seed=0) for s in range(3)])
+    assert sorted(seen.tolist()) == sorted(set(seen.tolist())) and len(seen) == 9
+    assert torch.equal(batch_indices(4, 10, 3, seed=0), batch_indices(4, 10, 3, seed=0))
+
+
+def _final_thetas(folder: Path) -> dict[str, tuple[torch.Tensor, ...]]:
+    return {
+        p.name: torch.load(p, weights_only=True)["theta"]
+        for p in sorted((folder / "checkpoints").glob("*.pt"))
+    }
+
+
+def test_resume_after_interruption_is_bit_for_bit(tmp_path):
+    config = dict(configs="1,1;2,3", train_pairs=8, epochs=3)  # 6 steps, 2 batches per epoch
+    assert rp.run_reproduce(tiny(tmp_path / "a", **config)) == 0
+
+    def interrupt(unit, step):
+        if (unit.model, unit.K, step) == ("wavelet-BC", 2, 3):  # after the step-2 checkpoint
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        rp.run_reproduce(tiny(tmp_path / "b", **config), on_step=interrupt)
+    partial = pd.read_csv(tmp_path / "b" / "fig1" / "t" / "metrics.csv")
+    assert len(partial) == 6 * 3 + 2  # step 3 of the 4th run was not checkpointed
+    with pytest.raises(InvalidInputError, match="--resume"):
+        rp.run_reproduce(tiny(tmp_path / "b", **config))
+    resumed: list[tuple[str, int]] = []
+    cfg = tiny(tmp_path / "b", resume=True, **config)
+    assert rp.run_reproduce(cfg, on_step=lambda unit, step: resumed.append((unit.label, step))) == 0
+    # the three finished runs are skipped; the fourth redoes step 3: none lost, none repeated
+    assert resumed == [("wavelet-BC K=2 T=3", s) for s in (3, 4, 5, 6)]
+
+    a, b = tmp_path / "a" / "fig1" / "t", tmp_path / "b" / "fig1" / "t"
+    for name in ("metrics.csv", "summary.csv"):
+        left = pd.read_csv(a / name).drop(columns=["seconds", "train_seconds"], errors="ignore")
+        right = pd.read_csv(b / name).drop(columns=["seconds", "train_seconds"], errors="ignore")
+        pd.testing.assert_frame_equal(left, right, check_exact=True)
+    ta, tb = _final_thetas(a), _final_thetas(b)
+    assert ta.keys() == tb.keys() and len(ta) == 4
+    for key in ta:
+        assert all(torch.equal(x, y) for x, y in zip(ta[key], tb[key], strict=True)), key
+
+
+def test_resume_refuses_changed_settings(tmp_path):
+    assert rp.run_reproduce(tiny(tmp_path, configs="1,1", epochs=1)) == 0
+    with pytest.raises(InvalidInputError, match="lr"):
+        rp.run_reproduce(tiny(tmp_path, configs="1,1", epochs=1, lr=0.1, resume=True))
+
+
+def test_figure_writer_makes_pdf_and_png(tmp_path):
+    rows = [
+        {"model": m, "K": K, "T": T, "step": s, "psnr": 20 + 0.1 * s + K * 0.01 * T}
+        for m in ("wavelet-B", "wavelet-BC")
+        for K, T in [(1, 1), (1, 10), (10, 1), (10, 10)]
+        for s in range(1, 41)
+    ]
+    rng = np.random.default_rng(0)
+    image = rng.random((16, 16, 3))
+    recon = {
+        "ground_truth": image,
+        "observation": np.clip(image + 0.2 * rng.standard_normal(image.shape), 0, 1),
+        "estimate_wavelet-B": image * 0.9,
+        "estimate_wavelet-BC": image * 0.95,
+        "K": 10,
+        "T": 10,
+    }
+    paths = reproduce_figure(pd.DataFrame(rows), recon, tmp_path / "fig", title="test")
+    assert [p.suffix for p in paths] == [".pdf", ".png"]
+    assert all(p.stat().st_size > 1000 for p in paths)
+    assert not list(tmp_path.glob(".*.tmp"))
+
+
+@pytest.mark.parametrize(
+    "changes, message",
+    [
+        (dict(figure="fig4"), "unknown figure"),
+        (dict(estimator="neumann"), "unknown estimator"),
+        (dict(preset="fast"), "unknown preset"),
+        (dict(images="/no/such/folder"), "--images"),
+        (dict(size=40), "multiple of 16"),
+        (dict(size=16), "multiple of 16"),
+        (dict(train_pairs=2), "fewer than one batch"),
+        (dict(configs="1,1;0,3"), "--configs"),
+        (dict(configs="10"), "--configs"),
+        (dict(test_images=5), "leaves no training image"),
+        (dict(size=320), "exceeds image"),
+        (dict(denoiser="/no/such/file.pt"), "--denoiser"),
+        (dict(dtype="float16"), "--dtype"),
+        (dict(name="a/b"), "--name"),
+    ],
+)
+def test_validation_before_any_work(tmp_path, changes, message):
+    with pytest.raises(InvalidInputError, match=message):
+        rp.run_reproduce(tiny(tmp_path, **changes))
+    assert not list(tmp_path.iterdir())  # nothing written
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message without a GPU")
+def test_cuda_without_gpu_is_refused(tmp_path, capsys):
+    code = main(["reproduce", "fig1", "--device", "cuda", "--out", str(tmp_path)])
+    assert code == 2
+    assert "no CUDA device" in capsys.readouterr().err
+    assert not list(tmp_path.iterdir())
+
+
+def test_cli_errors_exit_2(tmp_path, capsys):
+    assert main(["reproduce", "fig9", "--out", str(tmp_path)]) == 2
+    assert "unknown figure 'fig9'" in capsys.readouterr().err
+    assert main(["reproduce", "fig1", "--preset", "nope", "--out", str(tmp_path)]) == 2
+    assert "unknown preset" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("estimator", ["unrolled", "jfb", "deq_solve"])
+def test_other_estimators_train(tmp_path, estimator):
+    cfg = tiny(tmp_path, estimator=estimator, configs="2,2", epochs=1, fixed_point_rtol=1e-10)
+    assert rp.run_reproduce(cfg) == 0
+    metrics = pd.read_csv(tmp_path / "fig1" / "t" / "metrics.csv")
+    assert len(metrics) == 2 and np.isfinite(metrics.grad_norm).all()
+
+
+def test_fig2_three_models_end_to_end(tmp_path, capsys):
+    cfg = tiny(
+        tmp_path,
+        figure="fig2",
+        dtype="float32",
+        epochs=2,
+        configs="1,1;2,2",
+        denoiser_steps=2,
+        denoiser_size=32,
+        denoiser_crops=8,
+        denoiser_batch=4,
+        denoiser_nc="8,16,32,64",
+        denoiser_nb=1,
+        denoiser_lr=1e-3,
+    )
+    assert rp.run_reproduce(cfg) == 0
+    out = capsys.readouterr().out
+    assert "training the suite's DRUNet first" in out
+    assert (tmp_path / "denoiser" / "default" / "drunet.pt").exists()
+    folder = tmp_path / "fig2" / "t"
+    metrics = pd.read_csv(folder / "metrics.csv")
+    assert list(dict.fromkeys(metrics.model)) == list(FIGURES["fig2"].models)
+    assert len(metrics) == 3 * 2 * 2
+    for K, T in [(1, 1), (2, 2)]:  # (c) runs at the (σ, τ) that (b) ended with
+        b = torch.load(folder / "checkpoints" / f"pnp-sigma-tau_K{K}_T{T}.pt", weights_only=True)
+        c = torch.load(folder / "checkpoints" / f"pnp-weights_K{K}_T{T}.pt", weights_only=True)
+        sigma, tau = b["theta"][0].exp().tolist()  # θ = ((log σ, log τ),)
+        assert (c["problem"]["sigma"], c["problem"]["tau"]) == pytest.approx((sigma, tau))
+    assert (folder / "fig2.png").exists() and (folder / "fig2.pdf").exists()
+    recon = np.load(folder / "reconstructions.npz")
+    assert {f"estimate_{m}" for m in FIGURES["fig2"].models} <= set(recon.files)
+    # a second figure reuses the trained denoiser without retraining it
+    assert rp.run_reproduce(dataclasses.replace(cfg, name="again", configs="1,1", epochs=1)) == 0
+    assert "training the suite's DRUNet first" not in capsys.readouterr().out
+
+
+def test_pretrain_denoiser_command(tmp_path, capsys):
+    args = ["pretrain-denoiser", "--out", str(tmp_path), "--name", "tiny", "--steps", "2"]
+    args += ["--size", "32", "--crops", "4", "--batch", "2", "--nc", "8,16,32,64", "--nb", "1"]
+    args += ["--test-images", "1", "--device", "cpu", "--quiet"]
+    assert main(args) == 0
+    assert (tmp_path / "denoiser" / "tiny" / "drunet.pt").exists()
+    assert main(args) == 2  # exists: needs --resume
+    assert "--resume" in capsys.readouterr().err
+    assert main([*args, "--resume"]) == 0
