@@ -3,8 +3,11 @@ docs/performance.md ("Making the step fast").
 
 ``before`` is the step as it was: the gradient in five elementwise passes and the group prox
 by unpacking the coefficients and calling ``torch.linalg.vector_norm`` over the (channel,
-band) dimensions. ``after`` is :meth:`operators.wavelet_prior.WaveletFB.step` as shipped.
-Both are timed on the same data in the same process, interleaved, medians of ``--repeats``.
+band) dimensions. ``no-memo`` is :meth:`operators.wavelet_prior.WaveletFB.step` as shipped
+with the per-block memo of :mod:`operators.memo` switched off (its θ-maps rebuilt at every
+step); ``after`` is the step as shipped. All are timed on the same data in the same process,
+interleaved, medians of ``--repeats``: one step (of a K = 10 block), the no-graph restart loop
+(K = T = 10) and one ReTune hypergradient (K = T = 10).
 
     python benchmarks/step_before_after.py --threads 2
 """
@@ -16,12 +19,13 @@ import json
 import platform
 import statistics
 import time
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from datetime import datetime, timezone
 
 import torch
 
-from operators import hypergrad
+import operators.iteration as iteration
+from operators import hypergrad, restart
 from operators.wavelet_prior import WaveletFB, init_theta
 
 
@@ -44,13 +48,15 @@ def _step_before(fb: WaveletFB, u: torch.Tensor, theta) -> torch.Tensor:
 
 @contextmanager
 def _variant(name: str):
-    original = WaveletFB.step
+    original, scope = WaveletFB.step, iteration.block_scope
     if name == "before":
         WaveletFB.step = lambda self, u, theta: _step_before(self, u, theta)
+    if name in ("before", "no-memo"):
+        iteration.block_scope = nullcontext
     try:
         yield
     finally:
-        WaveletFB.step = original
+        WaveletFB.step, iteration.block_scope = original, scope
 
 
 def _median_seconds(fn, repeats: int) -> float:
@@ -88,29 +94,37 @@ def main() -> None:
 
         theta = tuple(t.requires_grad_() for t in theta)
         results = {}
-        for name in ("before", "after", "before", "after"):  # interleaved against drift
+        variants = ("before", "no-memo", "after")
+        for name in variants + variants:  # interleaved against drift
             with _variant(name):
                 with torch.no_grad():
-                    step = _median_seconds(
-                        lambda fb=fb, u0=u0, theta=theta: fb.step(u0, theta), 10 * args.repeats
-                    )
+
+                    def block(fb=fb, u0=u0, theta=theta):
+                        return iteration.unroll(fb.step, 10)(u0, theta)
+
+                    step = _median_seconds(block, args.repeats) / 10  # per step of Φ_10
+
+                def loop(fb=fb, u0=u0, theta=theta):
+                    return restart(fb.step, theta, u0, 10, 10)
 
                 def hypergradient(fb=fb, u0=u0, theta=theta, loss=loss):
                     return hypergrad.retune(fb.step, theta, u0, loss, K=10, T=10)
 
                 g = hypergradient()
+                loop_s = _median_seconds(loop, args.repeats)
                 rt = _median_seconds(hypergradient, args.repeats)
-            results.setdefault(name, []).append((step, rt, [t.detach() for t in g]))
+            results.setdefault(name, []).append((step, loop_s, rt, [t.detach() for t in g]))
         for name, runs in results.items():
             rows.append(
                 {
                     "prior": prior,
                     "variant": name,
                     "step_ms": 1e3 * min(r[0] for r in runs),
-                    "retune_K10_T10_s": min(r[1] for r in runs),
+                    "restart_K10_T10_s": min(r[1] for r in runs),
+                    "retune_K10_T10_s": min(r[2] for r in runs),
                 }
             )
-        g_before, g_after = results["before"][0][2], results["after"][0][2]
+        g_before, g_after = results["before"][0][3], results["after"][0][3]
         diff = max(
             ((a - b).norm() / b.norm()).item() for a, b in zip(g_after, g_before, strict=True)
         )

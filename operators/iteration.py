@@ -20,6 +20,7 @@ import torch
 
 from ._theta import Step, Theta, check_count, check_point
 from .errors import InvalidInputError, NotContractiveError
+from .memo import block_scope
 
 Block = Callable[[torch.Tensor, Theta], torch.Tensor]
 
@@ -67,8 +68,9 @@ def unroll(step: Step, K: int) -> Block:
     check_count(K, "K")
 
     def block(x: torch.Tensor, theta: Theta) -> torch.Tensor:
-        for _ in range(K):
-            x = step(x, theta)
+        with block_scope():  # θ is fixed over the block: θ-only work once (operators.memo)
+            for _ in range(K):
+                x = step(x, theta)
         return x
 
     block.K = K  # type: ignore[attr-defined]
@@ -79,7 +81,8 @@ def restart(step: Step, theta: Theta, x0: torch.Tensor, K: int, T: int) -> Resta
     r"""T restarts of Φ_K without a graph, eq. (24): returns x_{KT} and x_{K(T−1)}.
 
     The loop runs under :func:`torch.no_grad` and makes no host synchronisation: block
-    residuals stay on the device and are copied once at the end.
+    residuals stay on the device and are copied once at the end. θ-only work of the step is
+    done once for the whole loop (:mod:`operators.memo`).
 
     Examples
     --------
@@ -94,7 +97,7 @@ def restart(step: Step, theta: Theta, x0: torch.Tensor, K: int, T: int) -> Resta
     check_point(x0, "x0", theta)
     Phi = unroll(step, K)
     residuals = []
-    with torch.no_grad():
+    with torch.no_grad(), block_scope():
         x_prev, x = x0, x0
         for _ in range(T):
             x_prev, x = x, Phi(x, theta)
@@ -186,7 +189,7 @@ def fixed_point(
     best, since_best = math.inf, 0
     reason = ""
     mixer = _Anderson(memory) if method == "anderson" else None
-    with torch.no_grad():
+    with torch.no_grad(), block_scope():
         x = x0
         for _ in range(max_blocks):
             nxt = Phi(x, theta)

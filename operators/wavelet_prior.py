@@ -29,6 +29,7 @@ from dataclasses import dataclass
 import torch
 
 from .errors import InvalidInputError
+from .memo import memoize
 from .wavelet import Wavelet2D
 
 PRIORS = ("B", "BC")
@@ -49,21 +50,6 @@ def init_theta(
     log_lam = torch.full((levels,), float(log_lambda), device=device, dtype=dtype)
     shape = (3,) if prior == "B" else (3, channels)
     return log_lam, torch.zeros(shape, device=device, dtype=dtype)
-
-
-def _version_key(theta: tuple[torch.Tensor, ...]) -> tuple | None:
-    """(tensor, storage pointer, in-place version) per θ tensor; None for inference tensors,
-    which have no version counter (no caching then)."""
-    try:
-        return tuple((t, t.data_ptr(), t._version) for t in theta)
-    except RuntimeError:
-        return None
-
-
-def _same_key(a: tuple, b: tuple) -> bool:
-    if len(a) != len(b):
-        return False
-    return all(x is y and p == q and v == w for (x, p, v), (y, q, w) in zip(a, b, strict=True))
 
 
 @dataclass(eq=False)
@@ -97,7 +83,6 @@ class WaveletFB:
         # Dy (denoising) or D Aᵀy (general): constant along the iteration.
         aty = self.y if self.model is None else self.model.A_adjoint(self.y)
         self.D_aty = self.D.analysis(aty)
-        self._cache: tuple | None = None  # see _denoising_maps
 
     def weights(self, theta: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
         """The diagonal of θ in the packed coefficient layout, shape (1, C, H, W)."""
@@ -158,33 +143,26 @@ class WaveletFB:
         """φ(u, θ), eq. (51)."""
         if self.model is None:
             # u − τ(θ⁻¹u − Dy)/θ = u(1 − τ/θ²) + (τ/θ)Dy: one pass over u
-            tau, scale, shift = self._denoising_maps(theta)
+            tau, scale, shift = memoize(self, "denoising", theta, lambda: self._maps(theta))
             return self.prox(torch.addcmul(shift, u, scale), tau)
-        w = self.weights(theta)
-        tau = self.tau(w)
+        w, tau, shift = memoize(self, "general", theta, lambda: self._maps(theta))
         x = self.D.synthesis(u / w)
-        grad = self.D.analysis(self.model.A_adjoint(self.model.A(x))) / w - self.D_aty / w
-        return self.prox(u - tau * grad, tau)
+        grad = self.D.analysis(self.model.A_adjoint(self.model.A(x))) / w
+        return self.prox(u - tau * grad + shift, tau)
 
-    def _denoising_maps(
-        self, theta: tuple[torch.Tensor, torch.Tensor]
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(τ, 1 − τ/θ², (τ/θ)Dy) for the A = I step; cached while θ is unchanged.
+    def _maps(self, theta: tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, ...]:
+        """The θ-only quantities of the step, computed once per block (operators.memo).
 
-        They depend on θ only, so the no-graph restart loop (eq. 24) would rebuild them at
-        every step (a third of the step's time at 256×256). The cache is used only with
-        gradients disabled, and is keyed on the θ tensors' identity, storage and in-place
-        version counter, so an optimiser step or a new θ rebuilds them.
+        Denoising: (τ, 1 − τ/θ², (τ/θ)D y); otherwise (θ, τ, (τ/θ)D Aᵀy). Inside
+        :func:`operators.unroll` / :func:`operators.restart` they are built once for the K
+        (or K·T) steps; they were a third of the denoising step's time at 256×256.
         """
-        key = _version_key(theta) if not torch.is_grad_enabled() else None
-        if key is not None and self._cache is not None and _same_key(key, self._cache[0]):
-            return self._cache[1]
         w = self.weights(theta)
         tau = self.tau(w)
         tau_w = tau / w
-        maps = (tau, 1 - tau_w / w, tau_w * self.D_aty)
-        self._cache = (key, maps) if key is not None else None
-        return maps
+        if self.model is None:
+            return tau, 1 - tau_w / w, tau_w * self.D_aty
+        return w, tau, tau_w * self.D_aty
 
     def initial(self) -> torch.Tensor:
         """u₀ = θDy-free start: u₀ = D Aᵀy (the paper's x₀ = Dy for denoising)."""

@@ -98,6 +98,22 @@ def test_example_spec_expands_to_one_quick_run_per_seed():
         assert rp.run_folder(cfg) == spec.out / point.id / "fig1" / "quick"
 
 
+def test_paper_example_spec_is_one_configuration_per_point():
+    spec = load_spec(str(ROOT / "examples" / "sweeps" / "fig1-paper.toml"))
+    points = expand(spec)
+    assert len(points) == 12 and len({p.id for p in points}) == 12
+    assert {p.config.configs for p in points} == {"1,1", "1,10", "10,1", "10,10"}
+    for point in points:
+        cfg = point.config
+        assert (cfg.preset, cfg.size, cfg.train_pairs, cfg.epochs, cfg.device) == (
+            "paper",
+            256,
+            600,
+            4,
+            "cuda",
+        )
+
+
 def test_grid_order_precedence_and_aliases(tmp_path):
     path = write_spec(
         tmp_path / "s.toml",
