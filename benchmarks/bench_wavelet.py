@@ -24,27 +24,18 @@ The ``Wavelet`` class at the end is the same measurement as an asv suite.
 
 from __future__ import annotations
 
-import os
 import warnings
 
 import pytest
 import torch
 
+from benchmarks.common import BENCH_THREADS
 from operators.wavelet import Wavelet2D
 
 SHAPE = (4, 3, 256, 256)
 WAVELET, LEVELS = "db4", 4
-THREADS = int(os.environ.get("RETUNE_BENCH_THREADS", "2"))  # intra-op threads
 ROUNDS, WARMUP = 30, 3
 PTWT_MODES = ("reflect", "periodic", "zero", "symmetric", "constant")
-
-
-@pytest.fixture(autouse=True)
-def _threads():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(THREADS)
-    yield
-    torch.set_num_threads(previous)
 
 
 @pytest.fixture(scope="module")
@@ -232,7 +223,7 @@ class Wavelet:
     timeout = 120
 
     def setup(self, dtype: str) -> None:
-        torch.set_num_threads(THREADS)
+        torch.set_num_threads(BENCH_THREADS)
         g = torch.Generator().manual_seed(0)
         self.x = torch.randn(SHAPE, generator=g, dtype=getattr(torch, dtype))
         self.D = Wavelet2D(WAVELET, LEVELS)

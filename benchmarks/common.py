@@ -7,7 +7,26 @@ launches with ``spawn``); a CUDA combination without a GPU raises NotImplemented
 
 from __future__ import annotations
 
+import os
+import statistics
+import time
+from collections.abc import Callable
+
 import torch
+
+BENCH_THREADS = int(os.environ.get("RETUNE_BENCH_THREADS", "2"))
+"""Intra-op threads of the pytest-benchmark sets and the before/after scripts."""
+
+
+def median_seconds(fn: Callable[[], object], repeats: int) -> float:
+    """Median wall time of ``repeats`` calls of ``fn`` after one untimed warm-up call."""
+    fn()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
 
 
 def device_or_skip(name: str) -> torch.device:

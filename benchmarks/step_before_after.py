@@ -9,7 +9,7 @@ step); ``after`` is the step as shipped. All are timed on the same data in the s
 interleaved, medians of ``--repeats``: one step (of a K = 10 block), the no-graph restart loop
 (K = T = 10) and one ReTune hypergradient (K = T = 10).
 
-    python benchmarks/step_before_after.py --threads 2
+    python -m benchmarks.step_before_after --threads 2
 """
 
 from __future__ import annotations
@@ -17,14 +17,13 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import statistics
-import time
 from contextlib import contextmanager, nullcontext
 from datetime import datetime, timezone
 
 import torch
 
 import operators.iteration as iteration
+from benchmarks.common import median_seconds
 from operators import hypergrad, restart
 from operators.wavelet_prior import WaveletFB, init_theta
 
@@ -57,16 +56,6 @@ def _variant(name: str):
         yield
     finally:
         WaveletFB.step, iteration.block_scope = original, scope
-
-
-def _median_seconds(fn, repeats: int) -> float:
-    fn()  # warm-up
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
 
 
 def main() -> None:
@@ -102,7 +91,7 @@ def main() -> None:
                     def block(fb=fb, u0=u0, theta=theta):
                         return iteration.unroll(fb.step, 10)(u0, theta)
 
-                    step = _median_seconds(block, args.repeats) / 10  # per step of Φ_10
+                    step = median_seconds(block, args.repeats) / 10  # per step of Φ_10
 
                 def loop(fb=fb, u0=u0, theta=theta):
                     return restart(fb.step, theta, u0, 10, 10)
@@ -111,8 +100,8 @@ def main() -> None:
                     return hypergrad.retune(fb.step, theta, u0, loss, K=10, T=10)
 
                 g = hypergradient()
-                loop_s = _median_seconds(loop, args.repeats)
-                rt = _median_seconds(hypergradient, args.repeats)
+                loop_s = median_seconds(loop, args.repeats)
+                rt = median_seconds(hypergradient, args.repeats)
             results.setdefault(name, []).append((step, loop_s, rt, [t.detach() for t in g]))
         for name, runs in results.items():
             rows.append(
