@@ -18,6 +18,28 @@ BENCH_THREADS = int(os.environ.get("RETUNE_BENCH_THREADS", "2"))
 """Intra-op threads of the pytest-benchmark sets and the before/after scripts."""
 
 
+def report(rows: list[dict], threads: int, shape: list[int], out: str | None) -> None:
+    """Print the rows and the run's metadata (date, machine, threads, torch, shape); write
+    both atomically as JSON to ``out`` when given."""
+    import platform
+    from datetime import datetime, timezone
+
+    from experiments.io import write_json_atomic
+
+    meta = {
+        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "machine": platform.processor() or platform.machine(),
+        "threads": threads,
+        "torch": torch.__version__,
+        "shape": shape,
+    }
+    for row in rows:
+        print(row, flush=True)
+    print(meta)
+    if out:
+        write_json_atomic({"meta": meta, "rows": rows}, out)
+
+
 def median_seconds(fn: Callable[[], object], repeats: int) -> float:
     """Median wall time of ``repeats`` calls of ``fn`` after one untimed warm-up call."""
     fn()

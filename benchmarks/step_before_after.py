@@ -15,15 +15,12 @@ interleaved, medians of ``--repeats``: one step (of a K = 10 block), the no-grap
 from __future__ import annotations
 
 import argparse
-import json
-import platform
 from contextlib import contextmanager, nullcontext
-from datetime import datetime, timezone
 
 import torch
 
 import operators.iteration as iteration
-from benchmarks.common import median_seconds
+from benchmarks.common import median_seconds, report
 from operators import hypergrad, restart
 from operators.wavelet_prior import WaveletFB, init_theta
 
@@ -118,19 +115,7 @@ def main() -> None:
             ((a - b).norm() / b.norm()).item() for a, b in zip(g_after, g_before, strict=True)
         )
         rows.append({"prior": prior, "variant": "gradient rel. difference", "value": diff})
-    meta = {
-        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "machine": platform.processor() or platform.machine(),
-        "threads": args.threads,
-        "torch": torch.__version__,
-        "shape": [args.batch, 3, args.size, args.size],
-    }
-    for row in rows:
-        print(row)
-    print(meta)
-    if args.out:
-        with open(args.out, "w") as f:
-            json.dump({"meta": meta, "rows": rows}, f, indent=1)
+    report(rows, args.threads, [args.batch, 3, args.size, args.size], args.out)
 
 
 if __name__ == "__main__":

@@ -11,13 +11,10 @@ once per block, as in Φ_K), on crops of the embedded images, 4 × 3 × size × 
 from __future__ import annotations
 
 import argparse
-import json
-import platform
-from datetime import datetime, timezone
 
 import torch
 
-from benchmarks.common import median_seconds, wavelet_problem
+from benchmarks.common import median_seconds, report, wavelet_problem
 from operators import restart, unroll
 
 
@@ -53,18 +50,7 @@ def main() -> None:
                 "restart_K10_T5_inference_mode_s": inference,
             }
         )
-        print(rows[-1], flush=True)
-    meta = {
-        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "machine": platform.processor() or platform.machine(),
-        "threads": args.threads,
-        "torch": torch.__version__,
-        "shape": [4, 3, args.size, args.size],
-    }
-    print(meta)
-    if args.out:
-        with open(args.out, "w") as f:
-            json.dump({"meta": meta, "rows": rows}, f, indent=1)
+    report(rows, args.threads, [4, 3, args.size, args.size], args.out)
 
 
 if __name__ == "__main__":
