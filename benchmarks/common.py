@@ -24,7 +24,7 @@ def report(rows: list[dict], threads: int, shape: list[int], out: str | None) ->
     import platform
     from datetime import datetime, timezone
 
-    from experiments.io import write_json_atomic
+    from experiments.common.io import write_json_atomic
 
     meta = {
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -64,7 +64,7 @@ def synchronize(device: torch.device) -> None:
 
 def wavelet_problem(task: str, size: int, batch: int, dtype: str, device: torch.device):
     """(step, θ, u₀, loss, fb): FB (51) with θ_BC on crops of the embedded images."""
-    from experiments.data import crops, embedded_images
+    from experiments.common.data import crops, embedded_images
     from operators.physics import make_forward_model
     from operators.wavelet_prior import WaveletFB, init_theta
 

@@ -26,7 +26,6 @@ from __future__ import annotations
 import torch
 from torch.func import hessian
 
-from operators._theta import Loss, Theta
 from operators.jacobians import (
     Block,
     jacobian_theta,
@@ -35,6 +34,7 @@ from operators.jacobians import (
     power_norm_x,
     spectral_norm,
 )
+from operators.theta import Loss, Theta
 
 DENSE_LIMIT = 4096
 SEGMENT_POINTS = 17

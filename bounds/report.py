@@ -8,9 +8,9 @@ from typing import Any
 import torch
 
 from operators import hypergrad
-from operators._theta import Loss, Step, Theta, as_tuple, check_count, check_point
 from operators.errors import NotContractiveError
 from operators.iteration import fixed_point, unroll
+from operators.theta import Loss, Step, Theta, as_tuple, check_count, check_point
 
 from . import constants as C
 from . import statements as S

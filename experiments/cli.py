@@ -87,7 +87,7 @@ def run_verify(cfg: VerifyConfig) -> int:
 
     import bounds
     from experiments.builtin import cases
-    from experiments.io import write_csv_atomic
+    from experiments.common.io import write_csv_atomic
 
     torch.set_default_dtype(torch.float64)
     frames = []

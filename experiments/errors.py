@@ -25,8 +25,8 @@ from bounds import statements as S
 from operators import fixed_point, hypergrad, restart, unroll
 from operators.errors import InvalidInputError, NotContractiveError
 
-from .io import write_csv_atomic, write_json_atomic
-from .measure import measure
+from .common.io import write_csv_atomic, write_json_atomic
+from .common.measure import measure
 
 TASKS = ("denoise", "inpaint", "deblur")
 PRIORS = ("wavelet-B", "wavelet-BC", "pnp")
@@ -157,7 +157,7 @@ def _denoiser_path(cfg: ErrorStudyConfig) -> Path:
     """--denoiser, or a small DRUNet trained once on the embedded images into the run folder."""
     if cfg.denoiser is not None:
         return Path(cfg.denoiser)
-    from experiments.data import crops
+    from experiments.common.data import crops
     from experiments.denoiser import DenoiserConfig, train_denoiser
 
     folder = Path(cfg.out) / "denoiser"
@@ -182,7 +182,7 @@ def _denoiser_path(cfg: ErrorStudyConfig) -> Path:
 
 @functools.lru_cache(maxsize=4)
 def _images(folder: str | None) -> list:
-    from experiments.data import embedded_images, load_folder
+    from experiments.common.data import embedded_images, load_folder
 
     return load_folder(folder) if folder else embedded_images()
 
@@ -193,7 +193,7 @@ class Study:
     def __init__(
         self, cfg: ErrorStudyConfig, task: str, prior: str, rows: list[dict], done: set[tuple]
     ):
-        from experiments.data import crops
+        from experiments.common.data import crops
         from operators.physics import make_forward_model
         from operators.wavelet_prior import WaveletFB, init_theta
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from .io import write_atomic
+from .common.io import save_figure
 
 COLORS = {
     "jfb": "tab:orange",
@@ -17,15 +17,7 @@ COLORS = {
 
 
 def _save(fig, base: Path) -> list[Path]:
-    paths = []
-    for ext in ("pdf", "png"):
-        paths.append(
-            write_atomic(
-                base.with_suffix(f".{ext}"),
-                lambda tmp, ext=ext: fig.savefig(tmp, format=ext, dpi=110, bbox_inches="tight"),
-            )
-        )
-    return paths
+    return save_figure(fig, base)
 
 
 def error_study_figures(frame: pd.DataFrame, out: Path) -> list[Path]:

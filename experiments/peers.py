@@ -52,7 +52,7 @@ the looser of the two when the adjoint amplifies (‖w‖ > ‖b‖). They run a
 20·``backward_iters`` iterations (status says when that cap stopped them).
 
 Timing: ``warmup`` untimed calls, then ``repeats`` timed calls (median wall time, median
-working set = peak RSS minus RSS before the call, :func:`experiments.measure.measure`, after
+working set = peak RSS minus RSS before the call, :func:`experiments.common.measure.measure`, after
 :func:`release_free_memory`); the peers' "→ tolerance" rows are timed once without warm-up.
 ``load_1min`` is the machine's load average when the row finished. A peer that cannot be
 imported gives a row ``not installed: ...``; the run goes on.
@@ -86,9 +86,9 @@ import torch
 from operators import fixed_point, hypergrad, restart
 from operators.errors import ConvergenceError, InvalidInputError, RetuneError
 
+from .common.io import write_csv_atomic, write_json_atomic
+from .common.measure import measure
 from .errors import resolve_device
-from .io import write_csv_atomic, write_json_atomic
-from .measure import measure
 
 Loss = Callable[[torch.Tensor], torch.Tensor]
 Call = Callable[[], tuple[torch.Tensor, torch.Tensor | None]]
@@ -308,7 +308,7 @@ def release_free_memory() -> None:
     """Collect garbage and hand freed heap pages back to the OS (glibc ``malloc_trim``).
 
     Without it a long-lived process serves each call from memory an earlier call freed, RSS
-    does not grow, and :func:`experiments.measure.measure` reports a working set of ~0.
+    does not grow, and :func:`experiments.common.measure.measure` reports a working set of ~0.
     """
     gc.collect()
     libc = _libc()
@@ -349,7 +349,7 @@ class Bench:
     """The denoising problem in float32 (timed) and float64 (references), and every method."""
 
     def __init__(self, cfg: BenchConfig, device: torch.device):
-        from experiments.data import crops, embedded_images
+        from experiments.common.data import crops, embedded_images
         from operators.wavelet_prior import WaveletFB, init_theta
 
         self.cfg, self.device = cfg, device

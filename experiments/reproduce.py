@@ -40,8 +40,8 @@ import torch
 
 from operators.errors import InvalidInputError
 
+from .common.io import write_csv_atomic, write_json_atomic, write_npz_atomic
 from .errors import resolve_device
-from .io import write_atomic, write_csv_atomic, write_json_atomic
 from .train import ESTIMATORS, FIGURES, Unit
 
 __all__ = [
@@ -297,7 +297,7 @@ def _check_run_folder(cfg: ReproduceConfig, folder: Path) -> None:
 
 
 def _images(folder: str | None) -> list:
-    from .data import embedded_images, load_folder
+    from .common.data import embedded_images, load_folder
 
     if folder is None:
         return embedded_images()
@@ -308,7 +308,7 @@ def _images(folder: str | None) -> list:
 
 
 def _split(cfg: Any) -> tuple[list, list]:
-    from .data import train_test_split
+    from .common.data import train_test_split
 
     images = _images(cfg.images)
     if cfg.test_images >= len(images):
@@ -463,13 +463,7 @@ def _to_image(x: torch.Tensor) -> Any:
 
 
 def _write_npz(arrays: dict[str, Any], path: Path) -> Path:
-    import numpy as np
-
-    def write(tmp: str) -> None:
-        with open(tmp, "wb") as handle:
-            np.savez_compressed(handle, **arrays)
-
-    return write_atomic(path, write)
+    return write_npz_atomic(arrays, path)
 
 
 def _ensure_denoiser(
@@ -522,7 +516,7 @@ def _denoiser_complete(path: Path, steps: int) -> bool:
 
 
 def _train_denoiser(cfg: PretrainConfig, train_images: list, device: torch.device) -> Path:
-    from .data import crops
+    from .common.data import crops
     from .denoiser import DenoiserConfig, train_denoiser
 
     clean = crops(train_images, cfg.size, cfg.crops, cfg.seed + 1).to(getattr(torch, cfg.dtype))
@@ -551,7 +545,7 @@ def run_reproduce(cfg: ReproduceConfig, *, on_step: Any = None) -> int:
     folder = run_folder(cfg)
     _check_run_folder(cfg, folder)
     train_images, test_images = _split(cfg)
-    from .data import crops
+    from .common.data import crops
 
     train_clean = crops(train_images, cfg.size, cfg.train_pairs, cfg.seed)
     test_clean = crops(test_images, cfg.size, cfg.test_crops, cfg.seed + 2)
@@ -580,8 +574,8 @@ def _run(
     test_clean: torch.Tensor,
     on_step: Any,
 ) -> int:
-    from operators._theta import like
     from operators.pnp import load_drunet
+    from operators.theta import like
 
     from .reproduce_figures import reproduce_figure
     from .train import (

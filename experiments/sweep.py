@@ -26,7 +26,7 @@ import pandas as pd
 
 from operators.errors import InvalidInputError, RetuneError
 
-from .io import write_csv_atomic, write_json_atomic
+from .common.io import write_csv_atomic, write_json_atomic
 from .sweep_point import (
     DONE,
     FAILURE,

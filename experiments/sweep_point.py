@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .io import write_atomic, write_json_atomic
+from .common.io import write_json_atomic, write_text_atomic
 
 __all__ = [
     "DONE",
@@ -236,7 +236,7 @@ def record_failure(task: Task, error: BaseException, note: str = "") -> str:
     )
     folder = Path(task.folder)
     folder.mkdir(parents=True, exist_ok=True)
-    write_atomic(folder / FAILURE, lambda tmp: Path(tmp).write_text(text))
+    write_text_atomic(text, folder / FAILURE)
     return summary
 
 

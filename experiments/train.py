@@ -33,8 +33,8 @@ from typing import Any
 import torch
 
 from operators import fixed_point, hypergrad, restart
-from operators._theta import Step, Theta, as_tuple, like
 from operators.errors import InvalidInputError
+from operators.theta import Step, Theta, as_tuple, like
 
 __all__ = [
     "ESTIMATORS",

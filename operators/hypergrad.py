@@ -25,11 +25,11 @@ from collections.abc import Callable
 
 import torch
 
-from ._theta import Loss, Step, Theta, as_tuple, check_count, check_point, fresh_leaves, like
 from .errors import ConvergenceError, InvalidInputError
 from .iteration import IterationStats, restart, unroll
 from .jacobians import jacobian_x
 from .linsolve import gmres
+from .theta import Loss, Step, Theta, as_tuple, check_count, check_point, fresh_leaves, like
 
 __all__ = ["deq_exact", "deq_neumann", "deq_solve", "jfb", "loss_gradient", "retune", "unrolled"]
 

@@ -18,9 +18,9 @@ from typing import NamedTuple
 
 import torch
 
-from ._theta import Step, Theta, check_count, check_point
 from .errors import InvalidInputError, NotContractiveError
 from .memo import block_scope
+from .theta import Step, Theta, check_count, check_point
 
 Block = Callable[[torch.Tensor, Theta], torch.Tensor]
 

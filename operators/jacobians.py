@@ -11,7 +11,7 @@ from collections.abc import Callable
 import torch
 from torch.func import jacfwd, jacrev, jvp, vjp
 
-from ._theta import Theta, as_tuple, flat, like, unflat
+from .theta import Theta, as_tuple, flat, like, unflat
 
 Block = Callable[[torch.Tensor, Theta], torch.Tensor]
 

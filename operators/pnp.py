@@ -34,10 +34,10 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import torch
 
-from ._theta import Step, Theta, check_count
 from .errors import InvalidInputError
 from .iteration import unroll
 from .jacobians import power_norm_x
+from .theta import Step, Theta, check_count
 
 if TYPE_CHECKING:
     from deepinv.models import DRUNet

@@ -10,7 +10,7 @@ import pytest
 import torch
 from PIL import Image
 
-from experiments.data import (
+from experiments.common.data import (
     EMBEDDED,
     crops,
     embedded_images,
@@ -68,7 +68,7 @@ socket.socket.connect = refuse
 socket.create_connection = refuse
 socket.getaddrinfo = refuse
 sys.modules["pooch"] = None  # `import pooch` fails
-from experiments.data import embedded_images
+from experiments.common.data import embedded_images
 assert len(embedded_images()) == 5
 assert "skimage" not in sys.modules, "skimage.data's loaders may download: not used"
 """
