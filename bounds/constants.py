@@ -1,24 +1,32 @@
 r"""The constants the bounds need, measured on Φ_K and L (all spectral norms ‖·‖₂).
 
-=================  ==============================================  =============================
-name               quantity                                        method
-=================  ==============================================  =============================
-δ_K (analytic)     Lipschitz constant of Φ_K, ≤ Π ω(τ) (10)        given by the problem
-δ_K (measured)     ‖∂_xΦ_K(x)‖₂ at x̂ (and along the trajectory)   dense SVD (n ≤ 4096), else
-                                                                   power iteration (JVP + VJP)
-‖∂_θΦ_K(x)‖₂       sensitivity of one block to θ                   dense n×d Jacobian (forward
-                                                                   mode, d columns), SVD
-L_θ                Lipschitz ratio of Assumption 2 on the segment  max(secant ratio at the end,
-                   [x̂, x_{K(T−1)}] used by Theorem 2              sup over 17 points of the
-                                                                   directional ∂_x∂_θΦ_K)
-‖∂_xxL‖₂           Hessian of the loss, at x̂ or sup on a segment  dense Hessian, SVD
-=================  ==============================================  =============================
+==================  ============================================  ===============================
+name                quantity                                      method, and whether certified
+==================  ============================================  ===============================
+δ_K (analytic)      Lipschitz constant of Φ_K, ≤ Π ω(τ) (10)      given by the caller: certified
+δ_K (measured)      ‖∂_xΦ_K(x)‖₂ at x̂ (and along the trajectory)  dense SVD (n ≤ 4096): exact at
+                                                                  that point; power iteration
+                                                                  (n > 4096): a lower estimate.
+                                                                  A local norm, never a
+                                                                  Lipschitz constant (Theorem 1,
+                                                                  Theorem 2 need one)
+‖∂_θΦ_K(x)‖₂        sensitivity of one block to θ                 dense n×d Jacobian (forward
+                                                                  mode, d columns), SVD: exact
+L_θ                 Assumption 2 at the pair (x_{K(T−1)}, x̂)      exact secant ratio: certified
+                    that Theorem 2's proof uses
+H (loss secant)     ‖∂_xL(x_{KT}) − ∂_xL(x̂)‖ / ‖x_{KT} − x̂‖       exact secant ratio: certified
+‖∂_xxL(x̂)‖₂         Hessian of the loss at x̂ (Theorem 2 printed)  dense Hessian, SVD (n ≤ 4096):
+                                                                  exact; else power iteration on
+                                                                  Hessian-vector products: a
+                                                                  lower estimate
+o-term of (33)      ‖∂_θΦ_K(x_{K(T−1)})‖ · Taylor remainder of    one Hessian-vector product:
+                    ∂_xL between x̂ and x_{KT}                     exact
+==================  ============================================  ===============================
 
-L_θ is conservative for the use the proof makes of it: the secant ratio at x_{K(T−1)} is
-exactly the smallest L_θ that makes Assumption 2 hold there, and the sup of the mixed
-derivative along the segment bounds it from above for smooth maps (mean-value inequality);
-taking the maximum keeps the estimate valid for piecewise-smooth maps (soft thresholding),
-whose mixed derivative misses the jumps. It is not a sup over a whole ball around x̂.
+The proofs of Lemma 1 and Theorem 2 use Assumption 2 and the smoothness of L at one pair of
+points each, so the exact secant ratios at those pairs are the constants that make the proofs
+go through, with nothing sampled. The sampled sup of the mixed derivative is kept as a
+diagnostic (:func:`mixed_derivative_sup`), never used in a bound.
 """
 
 from __future__ import annotations
@@ -31,13 +39,14 @@ from operators.jacobians import (
     jacobian_theta,
     jacobian_x,
     mixed_derivative,
+    power_iteration,
     power_norm_x,
     spectral_norm,
+    start_vector,
 )
 from operators.theta import Loss, Theta
 
 DENSE_LIMIT = 4096
-SEGMENT_POINTS = 17
 
 
 def delta_measured(
@@ -61,22 +70,84 @@ def dtheta_norm(Phi: Block, x: torch.Tensor, theta: Theta) -> float:
     return spectral_norm(jacobian_theta(Phi, x, theta))
 
 
-def lipschitz_theta(
-    Phi: Block, x_star: torch.Tensor, x: torch.Tensor, theta: Theta, points: int = SEGMENT_POINTS
-) -> float:
-    r"""L_θ of Assumption 2 on the segment [x̂, x] (see the module docstring for the method).
+def lipschitz_theta(Phi: Block, x_star: torch.Tensor, x: torch.Tensor, theta: Theta) -> float:
+    r"""L_θ of Assumption 2 where Theorem 2's proof uses it: the exact secant ratio
 
-    Returns 0 when x = x̂ (the term it multiplies then vanishes).
+    .. math:: L_θ = ‖∂_θΦ_K(x) − ∂_θΦ_K(x̂)‖₂ / ‖x − x̂‖₂, \qquad x = x_{K(T−1)}
+
+    (dense n×d Jacobians, spectral norm). It is the smallest constant for which Assumption 2
+    holds at that pair, and the proof applies the assumption at that pair only, so a bound
+    built with it is certified. Returns 0 when x = x̂ (the term it multiplies then vanishes).
     """
     v = x - x_star
     dist = torch.linalg.vector_norm(v).item()
     if dist == 0.0:
         return 0.0
     secant = spectral_norm(jacobian_theta(Phi, x, theta) - jacobian_theta(Phi, x_star, theta))
+    return secant / dist
+
+
+def mixed_derivative_sup(
+    Phi: Block, x_star: torch.Tensor, x: torch.Tensor, theta: Theta, points: int = 17
+) -> float:
+    r"""max over ``points`` equispaced s ∈ [0, 1] of ‖d/ds ∂_θΦ_K(x̂ + s v)‖₂ / ‖v‖, v = x − x̂.
+
+    A **sampled** diagnostic, not a bound: it can miss the maximum of a smooth map's mixed
+    derivative between the samples (and returns 0 on a map whose mixed derivative vanishes at
+    the samples while the secant does not), and it misses the jumps of piecewise-smooth maps
+    (soft thresholding). :func:`lipschitz_theta` is what the bounds use.
+    """
+    v = x - x_star
+    dist = torch.linalg.vector_norm(v).item()
+    if dist == 0.0:
+        return 0.0
     sup = 0.0
     for s in torch.linspace(0.0, 1.0, points, dtype=x.dtype).tolist():
         sup = max(sup, spectral_norm(mixed_derivative(Phi, x_star + s * v, theta, v)))
-    return max(secant, sup) / dist
+    return sup / dist
+
+
+def _loss_grad(loss: Loss, x: torch.Tensor, create_graph: bool = False) -> torch.Tensor:
+    z = x.detach().requires_grad_(True)
+    with torch.enable_grad():
+        (g,) = torch.autograd.grad(loss(z).reshape(()), z, create_graph=create_graph)
+    return g
+
+
+def loss_gradient_secant(loss: Loss, x_star: torch.Tensor, x: torch.Tensor) -> float:
+    r"""The exact secant ratio of ∂_xL at the pair the proof of Theorem 2 uses:
+
+    .. math:: H = ‖∂_xL(x) − ∂_xL(x̂)‖₂ / ‖x − x̂‖₂, \qquad x = x_{KT}
+
+    The proof needs only ‖∂_xL(x_{KT}) − ∂_xL(x̂)‖ ≤ H‖x_{KT} − x̂‖ at that one pair, so this
+    H is exact and certified (a sup of ‖∂_xxL‖ sampled on the segment is neither: it misses
+    a sharp curvature between samples). Returns 0 when x = x̂.
+    """
+    dist = torch.linalg.vector_norm(x - x_star).item()
+    if dist == 0.0:
+        return 0.0
+    diff = _loss_grad(loss, x) - _loss_grad(loss, x_star)
+    return torch.linalg.vector_norm(diff).item() / dist
+
+
+def taylor_remainder(loss: Loss, x_star: torch.Tensor, x: torch.Tensor) -> float:
+    r"""‖∂_xL(x) − ∂_xL(x̂) − ∂_xxL(x̂)(x − x̂)‖₂, exactly (one Hessian-vector product).
+
+    The o(δ_K^T‖x̂ − x₀‖) term of Theorem 2 (33) is ‖∂_θΦ_K(x_{K(T−1)})‖ times this remainder
+    at x = x_{KT} (the first-order Taylor expansion of ∂_xL in the proof); it is 0 for a
+    quadratic loss.
+    """
+    v = (x - x_star).detach()
+    z = x_star.detach().requires_grad_(True)
+    with torch.enable_grad():
+        (g,) = torch.autograd.grad(loss(z).reshape(()), z, create_graph=True)
+        if g.requires_grad:
+            (hv,) = torch.autograd.grad(g, z, v, allow_unused=True)
+            hv = torch.zeros_like(v) if hv is None else hv
+        else:  # affine loss: zero Hessian
+            hv = torch.zeros_like(v)
+    rem = _loss_grad(loss, x) - g.detach() - hv
+    return torch.linalg.vector_norm(rem).item()
 
 
 def hessian_norm(loss: Loss, x: torch.Tensor) -> float:
@@ -97,31 +168,16 @@ def hessian_norm(loss: Loss, x: torch.Tensor) -> float:
 def hessian_power_norm(
     loss: Loss, x: torch.Tensor, *, iterations: int = 50, generator: torch.Generator | None = None
 ) -> float:
-    """‖∂_xxL(x)‖₂ matrix-free: power iteration on Hessian-vector products (any n)."""
+    """‖∂_xxL(x)‖₂ matrix-free (any n): :func:`operators.jacobians.power_iteration` on
+    Hessian-vector products. A lower estimate: a bound using it is not certified."""
     z = x.detach().requires_grad_(True)
     with torch.enable_grad():
         (grad,) = torch.autograd.grad(loss(z).reshape(()), z, create_graph=True)
-    # the start vector is drawn on the generator's device (x's when none is given)
-    where = generator.device if generator is not None else x.device
-    v = torch.randn(x.shape, generator=generator, dtype=x.dtype, device=where).to(x.device)
-    v = v / torch.linalg.vector_norm(v)
-    sigma = 0.0
-    for _ in range(iterations):
+    if not grad.requires_grad:  # the loss is affine: its Hessian is zero
+        return 0.0
+
+    def hvp(v: torch.Tensor) -> torch.Tensor:
         (hv,) = torch.autograd.grad(grad, z, v, retain_graph=True, allow_unused=True)
-        if hv is None:  # the loss is affine: its Hessian is zero
-            return 0.0
-        sigma = torch.linalg.vector_norm(hv).item()
-        if sigma == 0.0:
-            return 0.0
-        v = hv / sigma
-    return sigma
+        return torch.zeros_like(v) if hv is None else hv
 
-
-def hessian_sup(
-    loss: Loss, a: torch.Tensor, b: torch.Tensor, points: int = SEGMENT_POINTS
-) -> float:
-    """sup of ‖∂_xxL‖₂ over ``points`` equispaced points of the segment [a, b]."""
-    return max(
-        hessian_norm(loss, a + s * (b - a))
-        for s in torch.linspace(0.0, 1.0, points, dtype=a.dtype).tolist()
-    )
+    return power_iteration(hvp, start_vector(x, generator), iterations=iterations)

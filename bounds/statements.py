@@ -62,8 +62,9 @@ def theorem2(
     L_theta: float,
     dist0: float,
     hess_loss: float,
+    remainder: float = 0.0,
 ) -> float:
-    r"""Theorem 2, eq. (33), **as printed**, with the o-term omitted.
+    r"""Theorem 2, eq. (33), **as printed**, its o-term evaluated as the proof defines it.
 
     "If L is twice differentiable and Assumptions 1 and 2 are satisfied, then
     ‖g(θ) − g^R(θ)‖₂ ≤ δ_K/(1−δ_K) ‖∂_xL(x̂_θ)‖₂ ‖∂_θΦ_K(x̂_θ,·)‖₂
@@ -71,13 +72,16 @@ def theorem2(
     + δ_K^T ‖x̂_θ − x₀‖₂ ‖∂_xxL(x̂_θ)‖₂ ‖∂_θΦ_K(x_{K(T−1)},·)(θ)‖₂
     + ‖∂_θΦ_K(x_{K(T−1)},·)(θ)‖₂ o(δ_K^T ‖x̂_θ − x₀‖₂)."
 
-    The o-term is dropped; it is zero for a quadratic loss (∂_xL affine), so there the
-    returned value is the whole printed bound. The suite refutes this statement (the second
-    term needs δ_K^{T−1}): see :func:`theorem2_corrected` and ``docs/findings.md``.
+    In the proof the o-term is ‖∂_θΦ_K(x_{K(T−1)})‖₂ times the first-order Taylor remainder
+    ‖∂_xL(x_{KT}) − ∂_xL(x̂) − ∂_xxL(x̂)(x_{KT} − x̂)‖₂ (``remainder``, exact from one
+    Hessian-vector product, :func:`bounds.constants.taylor_remainder`); it is zero for a
+    quadratic loss. The suite refutes this statement (the second term needs δ_K^{T−1}): see
+    :func:`theorem2_corrected` and ``docs/findings.md``.
     """
     _check_delta(delta)
     first = lemma1(delta, grad_loss, dtheta_star)
-    return first + delta**T * dist0 * (L_theta * grad_loss + hess_loss * dtheta_prev)
+    o_term = dtheta_prev * remainder
+    return first + delta**T * dist0 * (L_theta * grad_loss + hess_loss * dtheta_prev) + o_term
 
 
 def theorem2_corrected(
@@ -88,24 +92,25 @@ def theorem2_corrected(
     dtheta_prev: float,
     L_theta: float,
     dist0: float,
-    hess_loss_sup: float,
+    loss_lipschitz: float,
 ) -> float:
     r"""Theorem 2 corrected (finding F1 of ``docs/findings.md``), with no o-term.
 
     ‖g − g^R‖₂ ≤ δ_K/(1−δ_K) ‖∂_xL(x̂)‖ ‖∂_θΦ_K(x̂)‖
     + δ_K^{T−1} L_θ ‖x̂ − x₀‖ ‖∂_xL(x̂)‖
-    + δ_K^T ‖x̂ − x₀‖ sup_{[x̂, x_{KT}]}‖∂_xxL‖ ‖∂_θΦ_K(x_{K(T−1)})‖.
+    + δ_K^T ‖x̂ − x₀‖ H ‖∂_θΦ_K(x_{K(T−1)})‖,
 
-    Assumption 2 is applied at x = x_{K(T−1)}, whose distance to x̂ is at most
-    δ_K^{T−1}‖x₀ − x̂‖ (Theorem 1), not δ_K^T; the mean-value inequality on the segment
-    [x̂, x_{KT}] replaces ‖∂_xxL(x̂)‖ + o(·) by the sup of the Hessian norm there.
+    H with ‖∂_xL(x_{KT}) − ∂_xL(x̂)‖ ≤ H‖x_{KT} − x̂‖ (``loss_lipschitz``: a Lipschitz
+    constant of ∂_xL, or the exact secant ratio at that pair,
+    :func:`bounds.constants.loss_gradient_secant`). Assumption 2 is applied at
+    x = x_{K(T−1)}, whose distance to x̂ is at most δ_K^{T−1}‖x₀ − x̂‖ (Theorem 1), not δ_K^T.
     """
     _check_delta(delta)
     first = lemma1(delta, grad_loss, dtheta_star)
     return (
         first
         + delta ** (T - 1) * L_theta * dist0 * grad_loss
-        + delta**T * dist0 * hess_loss_sup * dtheta_prev
+        + delta**T * dist0 * loss_lipschitz * dtheta_prev
     )
 
 

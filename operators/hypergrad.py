@@ -25,15 +25,43 @@ from collections.abc import Callable
 
 import torch
 
-from .errors import ConvergenceError, InvalidInputError
+from .errors import ConvergenceError, InvalidInputError, NotContractiveError
 from .iteration import IterationStats, restart, unroll
 from .jacobians import jacobian_x
 from .linsolve import gmres
 from .theta import Loss, Step, Theta, as_tuple, check_count, check_point, fresh_leaves, like
 
-__all__ = ["deq_exact", "deq_neumann", "deq_solve", "jfb", "loss_gradient", "retune", "unrolled"]
+__all__ = [
+    "DENSE_LIMIT",
+    "Linearisation",
+    "default_solve_tol",
+    "deq_exact",
+    "deq_neumann",
+    "deq_solve",
+    "jfb",
+    "linearise",
+    "loss_gradient",
+    "retune",
+    "unrolled",
+]
 
 DENSE_LIMIT = 4096
+
+
+def default_solve_tol(dtype: torch.dtype) -> float:
+    """Default relative residual of :func:`deq_solve`: 1e-10, or 100 ulps where the dtype
+    cannot reach it (float32: 1.2e-5). A float32 solve asked for 1e-10 can only fail."""
+    return max(1e-10, 100 * torch.finfo(dtype).eps)
+
+
+def _check_finite_grad(grad: tuple[torch.Tensor, ...], method: str) -> None:
+    for i, g in enumerate(grad):
+        if not torch.isfinite(g).all():
+            raise NotContractiveError(
+                f"{method}: the gradient for theta[{i}] is NaN or inf: the iteration or the "
+                "loss overflowed (Φ_K not contractive at this θ, or a NaN inside the step); "
+                "reduce the step size, K·T, or check the step and the loss"
+            )
 
 
 def loss_gradient(loss: Loss, x: torch.Tensor) -> torch.Tensor:
@@ -93,20 +121,25 @@ def _with_direct(
     return like(theta, total)
 
 
-class _Linearisation:
-    """One graph of Φ_K at a point, reused for every product ∂_xΦ_Kᵀw and ∂_θΦ_Kᵀw."""
+class Linearisation:
+    """One graph of Φ_K at a point x, reused for every product ∂_xΦ_K(x)ᵀw and ∂_θΦ_K(x)ᵀw.
+
+    Build it with :func:`linearise` and pass it as ``lin=`` to :func:`jfb`,
+    :func:`deq_neumann`, :func:`deq_exact` and :func:`deq_solve` to share one forward pass of
+    Φ_K between estimators at the same x̂ (``bounds.verify`` and the error study do).
+    """
 
     def __init__(self, step: Step, theta: Theta, x: torch.Tensor, K: int):
-        self.theta = theta
+        self.step, self.theta, self.K = step, theta, K
         self.leaves = fresh_leaves(theta)
         self.z = x.detach().requires_grad_(True)
         with torch.enable_grad():
             self.out = unroll(step, K)(self.z, like(theta, self.leaves))
-        if self.out.shape != x.shape:
-            raise InvalidInputError(
-                f"step(x, theta) returned shape {tuple(self.out.shape)} for x of shape "
-                f"{tuple(x.shape)}: a step must map x to a tensor of the same shape."
-            )
+
+    @property
+    def x(self) -> torch.Tensor:
+        """The linearisation point."""
+        return self.z.detach()
 
     def residual(self) -> float:
         """‖Φ_K(x) − x‖ / ‖x‖ at the linearisation point."""
@@ -124,17 +157,61 @@ class _Linearisation:
         return like(self.theta, _grads_or_raise(grads, self.leaves))
 
 
-def _at_fixed_point(step: Step, theta: Theta, x_star: torch.Tensor, K: int) -> _Linearisation:
+def linearise(step: Step, theta: Theta, x_star: torch.Tensor, K: int) -> Linearisation:
+    """Φ_K linearised at x̂ (checked: finite, and a fixed point to √eps, else a warning).
+
+    Raises :class:`NotContractiveError` when Φ_K(x̂) is NaN or inf (a finite gradient computed
+    there would mean nothing).
+    """
     check_count(K, "K")
     check_point(x_star, "x_star", theta)
-    as_tuple(theta)
-    lin = _Linearisation(step, theta, x_star, K)
+    lin = Linearisation(step, theta, x_star, K)
+    if not torch.isfinite(lin.out).all():
+        raise NotContractiveError(
+            "Φ_K(x_star) is NaN or inf: the step produces NaN at x_star, so no gradient there "
+            "means anything; check the step (and θ), and compute x_star with "
+            "operators.fixed_point"
+        )
     rel = lin.residual()
     if rel > math.sqrt(torch.finfo(x_star.dtype).eps):
         warnings.warn(
             f"x_star is not a fixed point of Φ_K (relative residual {rel:.2e}); the DEQ and JFB "
             "formulas assume it is: compute it with operators.fixed_point first.",
             stacklevel=3,
+        )
+    return lin
+
+
+def _finished(grad: Theta, method: str) -> Theta:
+    """The estimate, after checking that it is finite (never a NaN gradient returned)."""
+    _check_finite_grad(as_tuple(grad), method)
+    return grad
+
+
+def _at_fixed_point(
+    step: Step, theta: Theta, x_star: torch.Tensor, K: int, lin: Linearisation | None
+) -> Linearisation:
+    """``lin`` if it linearises this (step, θ, x̂, K), else a new :func:`linearise`."""
+    if lin is None:
+        return linearise(step, theta, x_star, K)
+    if not isinstance(lin, Linearisation):
+        raise InvalidInputError("lin must come from operators.hypergrad.linearise.")
+    check_count(K, "K")
+    check_point(x_star, "x_star", theta)
+    same_theta = len(as_tuple(theta)) == len(lin.leaves) and all(
+        a.shape == b.shape and torch.equal(a.detach(), b.detach())
+        for a, b in zip(as_tuple(theta), lin.leaves, strict=False)
+    )
+    if (
+        lin.step is not step
+        or lin.K != K
+        or not same_theta
+        or lin.x.shape != x_star.shape
+        or not torch.equal(lin.x, x_star.detach())
+    ):
+        raise InvalidInputError(
+            "lin was built for another step, θ, x_star or K: build it with "
+            "hypergrad.linearise(step, theta, x_star, K) for the same arguments."
         )
     return lin
 
@@ -147,6 +224,7 @@ def jfb(
     K: int,
     *,
     readout: Readout | None = None,
+    lin: Linearisation | None = None,
 ) -> Theta:
     r"""Jacobian-free gradient at the fixed point, eq. (28).
 
@@ -154,10 +232,11 @@ def jfb(
 
     With ``readout`` R (the iterate is u, the estimate R(u, θ), as x = Dᵀθ⁻¹u in section
     4.1) the loss is L(R(u, θ)) and its direct θ-derivative at û is added (every estimator).
+    ``lin`` (from :func:`linearise`) reuses a linearisation of Φ_K at x̂.
     """
-    lin = _at_fixed_point(step, theta, x_star, K)
+    lin = _at_fixed_point(step, theta, x_star, K, lin)
     grad = lin.adjoint_theta(loss_gradient(_objective(loss, readout, theta), x_star))
-    return _with_direct(grad, theta, loss, readout, x_star)
+    return _finished(_with_direct(grad, theta, loss, readout, x_star), "jfb")
 
 
 def deq_neumann(
@@ -169,6 +248,7 @@ def deq_neumann(
     P: int,
     *,
     readout: Readout | None = None,
+    lin: Linearisation | None = None,
 ) -> Theta:
     r"""DEQ gradient with the inverse truncated to a Neumann series, eq. (22).
 
@@ -177,13 +257,14 @@ def deq_neumann(
     P = 0 is :func:`jfb`, computed by the same products.
     """
     check_count(P, "P")
-    lin = _at_fixed_point(step, theta, x_star, K)
+    lin = _at_fixed_point(step, theta, x_star, K, lin)
     w = loss_gradient(_objective(loss, readout, theta), x_star)
     total = w
     for _ in range(P):
         w = lin.adjoint_x(w)
         total = total + w
-    return _with_direct(lin.adjoint_theta(total), theta, loss, readout, x_star)
+    grad = _with_direct(lin.adjoint_theta(total), theta, loss, readout, x_star)
+    return _finished(grad, "deq_neumann")
 
 
 def deq_exact(
@@ -195,6 +276,7 @@ def deq_exact(
     *,
     max_n: int = DENSE_LIMIT,
     readout: Readout | None = None,
+    lin: Linearisation | None = None,
 ) -> Theta:
     r"""DEQ gradient, eq. (20), with the dense Jacobian ∂_xΦ_K(x̂) and a direct solve.
 
@@ -208,14 +290,22 @@ def deq_exact(
             f"deq_exact forms an n×n Jacobian and n = {n} > max_n = {max_n}: use "
             "hypergrad.deq_solve (matrix-free) or raise max_n."
         )
-    lin = _at_fixed_point(step, theta, x_star, K)
+    lin = _at_fixed_point(step, theta, x_star, K, lin)
     A = jacobian_x(unroll(step, K), x_star, theta)
+    if not torch.isfinite(A).all():
+        raise NotContractiveError("∂_xΦ_K(x̂) holds NaN or inf: check the step at x_star.")
     eye = torch.eye(n, dtype=A.dtype, device=A.device)
     v = loss_gradient(_objective(loss, readout, theta), x_star).reshape(-1)
-    w = torch.linalg.solve((eye - A).T, v)
-    if not torch.isfinite(w).all():
-        raise ConvergenceError("I − ∂_xΦ_K(x̂) is singular: Φ_K is not a contraction at x̂.")
-    return _with_direct(lin.adjoint_theta(w.reshape(x_star.shape)), theta, loss, readout, x_star)
+    # solve_ex reports a singular matrix in `info` instead of raising torch's _LinAlgError
+    w, info = torch.linalg.solve_ex((eye - A).T, v.unsqueeze(1))
+    if info.item() != 0 or not torch.isfinite(w).all():
+        raise ConvergenceError(
+            "I − ∂_xΦ_K(x̂) is singular (an eigenvalue of ∂_xΦ_K(x̂) equals 1): Φ_K is not a "
+            "contraction at x̂, so the DEQ gradient (20) is not defined; reduce the step size "
+            "or check that Assumption 1 holds"
+        )
+    grad = lin.adjoint_theta(w.reshape(x_star.shape))
+    return _finished(_with_direct(grad, theta, loss, readout, x_star), "deq_exact")
 
 
 def deq_solve(
@@ -225,27 +315,34 @@ def deq_solve(
     loss: Loss,
     K: int,
     *,
-    tol: float = 1e-10,
+    tol: float | None = None,
     method: str = "gmres",
     maxiter: int = 1000,
     restart_every: int = 50,
     return_stats: bool = False,
     readout: Readout | None = None,
+    lin: Linearisation | None = None,
 ) -> Theta | tuple[Theta, IterationStats]:
     r"""DEQ gradient, eq. (20), by a matrix-free solve of the adjoint equation.
 
     .. math:: (I − ∂_xΦ_K(x̂)ᵀ) w = ∂_xL(x̂) \text{ to } ‖r‖ ≤ \mathrm{tol}·‖∂_xL(x̂)‖
 
     ``method="gmres"`` (restarted GMRES, robust when δ_K is near 1) or ``"fixed_point"``
-    (w ← ∂_xL + ∂_xΦ_Kᵀw, rate δ_K). Only vector-Jacobian products are used. Raises
-    :class:`ConvergenceError` (with the residual history) rather than return an inexact or
-    zero gradient. With ``return_stats`` also returns the solve's :class:`IterationStats`.
+    (w ← ∂_xL + ∂_xΦ_Kᵀw, rate δ_K). Only vector-Jacobian products are used. ``tol`` defaults
+    to :func:`default_solve_tol` of x̂'s dtype (1e-10 in float64, 1.2e-5 in float32); the
+    residual checked is the true ‖(I − ∂_xΦ_Kᵀ)w − ∂_xL‖. Raises :class:`ConvergenceError`
+    (with the true residual history) rather than return an inexact or zero gradient.
+
+    With ``return_stats`` also returns the backward solve's :class:`IterationStats`:
+    ``residuals`` are the true relative residuals, ``blocks`` the number of VJPs through
+    Φ_K, ``evaluations`` the backward passes through φ (K per VJP).
     """
     if method not in ("gmres", "fixed_point"):
         raise InvalidInputError(f"method must be 'gmres' or 'fixed_point', got {method!r}.")
+    tol = default_solve_tol(x_star.dtype) if tol is None else tol
     if not tol > 0:
         raise InvalidInputError(f"tol must be positive, got {tol!r}.")
-    lin = _at_fixed_point(step, theta, x_star, K)
+    lin = _at_fixed_point(step, theta, x_star, K, lin)
     v = loss_gradient(_objective(loss, readout, theta), x_star)
     shape = v.shape
 
@@ -253,16 +350,17 @@ def deq_solve(
         return w - lin.adjoint_x(w.reshape(shape)).reshape(-1)
 
     if method == "gmres":
-        w, history = gmres(matvec, v.reshape(-1), tol=tol, restart=restart_every, maxiter=maxiter)
-        w = w.reshape(shape)
+        w, info = gmres(matvec, v.reshape(-1), tol=tol, restart=restart_every, maxiter=maxiter)
+        w, history, vjps = w.reshape(shape), info.residuals, info.products
     else:
         w, history = _fixed_point_adjoint(lin, v, tol, maxiter)
-    grad = _with_direct(lin.adjoint_theta(w), theta, loss, readout, x_star)
+        vjps = len(history)
+    grad = _finished(_with_direct(lin.adjoint_theta(w), theta, loss, readout, x_star), "deq_solve")
     if return_stats:
         stats = IterationStats(
             residuals=torch.tensor(history, dtype=torch.float64),
-            blocks=len(history),
-            evaluations=len(history),
+            blocks=vjps,
+            evaluations=K * vjps,
             converged=True,
             reason="tolerance",
         )
@@ -271,21 +369,25 @@ def deq_solve(
 
 
 def _fixed_point_adjoint(
-    lin: _Linearisation, v: torch.Tensor, tol: float, maxiter: int
+    lin: Linearisation, v: torch.Tensor, tol: float, maxiter: int
 ) -> tuple[torch.Tensor, list[float]]:
     vnorm = torch.linalg.vector_norm(v).item()
     if vnorm == 0.0:
         return torch.zeros_like(v), [0.0]
+    # w_{k+1} = v + ∂_xΦ_Kᵀ w_k, and w_{k+1} − w_k = v − (I − ∂_xΦ_Kᵀ) w_k: the step is the
+    # true residual of w_k, so the returned iterate w_k has a true residual ≤ tol.
     w, history = v, []
     for _ in range(maxiter):
         nxt = v + lin.adjoint_x(w)
         history.append(torch.linalg.vector_norm(nxt - w).item() / vnorm)
-        w = nxt
         if history[-1] <= tol:
             return w, history
+        if not math.isfinite(history[-1]):
+            break
+        w = nxt
     raise ConvergenceError(
-        f"fixed-point adjoint iteration did not reach {tol:.1e} in {maxiter} iterations; "
-        "use method='gmres' or raise maxiter",
+        f"fixed-point adjoint iteration did not reach {tol:.1e} in {maxiter} iterations (true "
+        f"residual {history[-1]:.3e}); use method='gmres' or raise maxiter",
         history,
     )
 
@@ -312,12 +414,15 @@ def retune(
     check_count(T, "T")
     check_point(x0, "x0", theta)
     x_prev = x0 if T == 1 else restart(step, theta, x0, K, T - 1).x
-    lin = _Linearisation(step, theta, x_prev, K)
+    lin = Linearisation(step, theta, x_prev, K)
     x_KT = lin.out.detach()
     if not torch.isfinite(x_KT).all():
-        raise InvalidInputError("the last block produced NaN/inf: the step is not contractive.")
+        raise NotContractiveError(
+            "retune: the last block produced NaN/inf: the step is not contractive at this θ; "
+            "reduce the step size or check the step"
+        )
     grad = lin.adjoint_theta(loss_gradient(_objective(loss, readout, theta), x_KT))
-    return _with_direct(grad, theta, loss, readout, x_KT)
+    return _finished(_with_direct(grad, theta, loss, readout, x_KT), "retune")
 
 
 def unrolled(
@@ -343,10 +448,25 @@ def unrolled(
     with torch.enable_grad():
         x = x0.detach()
         th = like(theta, leaves)
+        Phi = unroll(step, K)
         for _ in range(T):
-            x = unroll(step, K)(x, th)
+            x = Phi(x, th)
+        if not torch.isfinite(x).all():
+            raise NotContractiveError(
+                f"unrolled: x_KT after {K * T} steps is NaN or inf: the iteration diverges (Φ_K "
+                "not contractive at this θ) or the step produces NaN; reduce the step size or "
+                "K·T, or check the step"
+            )
         value = loss(x if readout is None else readout(x, th))
         if not isinstance(value, torch.Tensor) or value.numel() != 1:
             raise InvalidInputError("loss(x) must return a scalar tensor: use .sum() or .mean().")
+        if not torch.isfinite(value).all():
+            raise InvalidInputError("loss(x) is NaN or inf at x_KT: check the loss and the data.")
+        if not value.requires_grad:
+            raise InvalidInputError(
+                "loss(Φ_K^T(x0, θ)) does not depend on theta: the step ignores every theta "
+                "tensor (or detaches it), or the loss detaches x; use theta inside step "
+                "without .item() or .detach()."
+            )
         grads = torch.autograd.grad(value.reshape(()), leaves, allow_unused=True)
-    return like(theta, _grads_or_raise(grads, leaves))
+    return _finished(like(theta, _grads_or_raise(grads, leaves)), "unrolled")

@@ -20,7 +20,7 @@ import torch
 
 from .errors import InvalidInputError, NotContractiveError
 from .memo import block_scope
-from .theta import Step, Theta, check_count, check_point
+from .theta import Step, Theta, check_count, check_point, check_step_output, first_step
 
 Block = Callable[[torch.Tensor, Theta], torch.Tensor]
 
@@ -69,8 +69,10 @@ def unroll(step: Step, K: int) -> Block:
 
     def block(x: torch.Tensor, theta: Theta) -> torch.Tensor:
         with block_scope():  # θ is fixed over the block: θ-only work once (operators.memo)
-            for _ in range(K):
-                x = step(x, theta)
+            x = first_step(step, x, theta)
+            for _ in range(K - 1):
+                # metadata only (no host synchronisation): a step must keep x's shape and dtype
+                x = check_step_output(step(x, theta), x)
         return x
 
     block.K = K  # type: ignore[attr-defined]

@@ -11,6 +11,7 @@ from collections.abc import Callable
 import torch
 from torch.func import jacfwd, jacrev, jvp, vjp
 
+from .errors import InvalidInputError
 from .theta import Theta, as_tuple, flat, like, unflat
 
 Block = Callable[[torch.Tensor, Theta], torch.Tensor]
@@ -74,6 +75,45 @@ def spectral_norm(matrix: torch.Tensor) -> float:
     return torch.linalg.matrix_norm(matrix, ord=2).item()
 
 
+def power_iteration(
+    apply: Callable[[torch.Tensor], torch.Tensor],
+    v0: torch.Tensor,
+    *,
+    iterations: int = 100,
+    rtol: float = 0.0,
+) -> float:
+    r"""The suite's one power iteration: ‖A‖₂ of a symmetric linear map A (matrix-free).
+
+    .. math:: v_{k+1} = A v_k / ‖A v_k‖, \qquad σ_k = ‖A v_k‖ \ (‖v_k‖ = 1)
+
+    σ_k ≤ ‖A‖₂ for every k and σ_k → |λ|_max: a **lower** estimate (for AᵀA it estimates
+    ‖A‖₂², for a Hessian ‖∂ₓₓL‖₂). Stops after ``iterations`` products or when σ changes by at
+    most ``rtol``·σ. Returns 0 when A v = 0. A bound that uses the result is not certified.
+    """
+    if iterations < 1:
+        raise InvalidInputError(f"iterations must be >= 1, got {iterations}.")
+    v = v0 / torch.linalg.vector_norm(v0)
+    sigma = 0.0
+    for _ in range(iterations):
+        Av = apply(v)
+        new_sigma = torch.linalg.vector_norm(Av).item()
+        if new_sigma == 0.0:
+            return 0.0
+        v = Av / new_sigma
+        if abs(new_sigma - sigma) <= rtol * new_sigma:
+            return new_sigma
+        sigma = new_sigma
+    return sigma
+
+
+def start_vector(x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    """v₀ ~ N(0, I) shaped like x, drawn on the generator's device (x's when none is given)
+    and placed on x's device: the start of a seeded power iteration."""
+    where = generator.device if generator is not None else x.device
+    v = torch.randn(x.shape, generator=generator, dtype=x.dtype, device=where)
+    return v.to(x.device)
+
+
 def power_norm_x(
     Phi: Block,
     x: torch.Tensor,
@@ -83,9 +123,8 @@ def power_norm_x(
     rtol: float = 1e-10,
     generator: torch.Generator | None = None,
 ) -> float:
-    r"""Matrix-free ‖∂_xΦ_K(x, θ)‖₂ by power iteration on AᵀA (one JVP and one VJP a step).
-
-    A lower estimate that increases to the norm; ``generator`` seeds the start vector.
+    r"""Matrix-free ‖∂_xΦ_K(x, θ)‖₂ by :func:`power_iteration` on AᵀA (one JVP and one VJP a
+    step). A lower estimate that increases to the norm; ``generator`` seeds the start vector.
     """
     th = _detached(theta)
     xd = x.detach()
@@ -94,20 +133,37 @@ def power_norm_x(
         return Phi(z, th)
 
     _, pullback = vjp(f, xd)
-    # the start vector is drawn on the generator's device (x's when none is given)
-    where = generator.device if generator is not None else x.device
-    v = torch.randn(x.shape, generator=generator, dtype=x.dtype, device=where).to(x.device)
-    v = v / torch.linalg.vector_norm(v)
-    sigma = 0.0
-    for _ in range(iterations):
+
+    def gram(v: torch.Tensor) -> torch.Tensor:
         _, Av = jvp(f, (xd,), (v,))
-        (AtAv,) = pullback(Av)
-        norm = torch.linalg.vector_norm(AtAv).item()
-        if norm == 0.0:
-            return 0.0
-        new_sigma = norm**0.5
-        v = AtAv / norm
-        if abs(new_sigma - sigma) <= rtol * new_sigma:
-            return new_sigma
-        sigma = new_sigma
-    return sigma
+        return pullback(Av)[0]
+
+    # ‖AᵀA‖ = ‖A‖²; the tolerance on σ² is twice the tolerance on σ
+    return (
+        power_iteration(gram, start_vector(x, generator), iterations=iterations, rtol=2 * rtol)
+        ** 0.5
+    )
+
+
+def dot_product_gap(
+    forward: Callable[[torch.Tensor], torch.Tensor],
+    adjoint: Callable[[torch.Tensor], torch.Tensor],
+    x: torch.Tensor,
+    y: torch.Tensor,
+) -> float:
+    r"""The suite's one adjointness (dot-product) test, relative:
+
+    .. math:: \frac{|⟨Ax, y⟩ − ⟨x, A^\top y⟩|}{\max(‖Ax‖‖y‖,\ ‖x‖‖A^\top y‖)}
+
+    0 up to rounding when ``adjoint`` is the adjoint of ``forward``. deepinv's
+    ``LinearPhysics.adjointness_test`` returns the unnormalised gap for one random pair; this
+    one is scale-free (so one tolerance per dtype serves every operator) and takes the pair
+    from the caller (seeded, on any device). ``tests/test_physics.py`` checks it against
+    deepinv's.
+    """
+    Ax, ATy = forward(x), adjoint(y)
+    gap = (torch.vdot(Ax.flatten(), y.flatten()) - torch.vdot(x.flatten(), ATy.flatten())).abs()
+    scale = max(
+        float(Ax.norm() * y.norm()), float(x.norm() * ATy.norm()), torch.finfo(x.dtype).tiny
+    )
+    return float(gap) / scale

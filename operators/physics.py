@@ -38,6 +38,7 @@ from typing import TYPE_CHECKING, Protocol, runtime_checkable
 import torch
 
 from .errors import InvalidInputError
+from .jacobians import dot_product_gap, power_iteration
 
 if TYPE_CHECKING:
     from deepinv.physics import LinearPhysics
@@ -387,12 +388,9 @@ def adjointness_test(
     device, dtype = model.sigma.device, model.sigma.dtype
     _check_generator(generator, device, "the model")
     x = torch.randn(tuple(shape), generator=generator, device=device, dtype=dtype)
-    Ax = model.A(x)
-    y = torch.randn(Ax.shape, generator=generator, device=device, dtype=dtype)
-    ATy = model.A_adjoint(y)
-    gap = (torch.vdot(Ax.flatten(), y.flatten()) - torch.vdot(x.flatten(), ATy.flatten())).abs()
-    scale = max(float(Ax.norm() * y.norm()), float(x.norm() * ATy.norm()), torch.finfo(dtype).tiny)
-    return float(gap) / scale
+    y_shape = model.A(x).shape
+    y = torch.randn(y_shape, generator=generator, device=device, dtype=dtype)
+    return dot_product_gap(model.A, model.A_adjoint, x, y)
 
 
 def power_norm_sq(
@@ -404,9 +402,9 @@ def power_norm_sq(
     r"""Power-iteration estimate of ‖A‖₂² = ‖AᵀA‖₂ from x₀ ~ N(0, Id) drawn with ``generator``.
 
     .. math:: x_{k+1} = \frac{A^\top A x_k}{‖A^\top A x_k‖}, \qquad
-              \text{estimate} = ‖A x_k‖^2 \ (‖x_k‖ = 1)
+              \text{estimate} = ‖A^\top A x_k‖ \ (‖x_k‖ = 1)
 
-    The Rayleigh quotient approaches ‖A‖₂² from below, with an error O((λ₂/λ₁)^{2k}).
+    :func:`operators.jacobians.power_iteration` on AᵀA: approaches ‖A‖₂² from below.
     x has ``shape`` (B, C, H, W) and the dtype and device of ``model.sigma``.
     """
     if iterations < 1:
@@ -414,14 +412,7 @@ def power_norm_sq(
     device, dtype = model.sigma.device, model.sigma.dtype
     _check_generator(generator, device, "the model")
     x = torch.randn(tuple(shape), generator=generator, device=device, dtype=dtype)
-    x = x / x.norm()
-    for _ in range(iterations):
-        z = model.A_adjoint(model.A(x))
-        norm = z.norm()
-        if norm == 0:
-            return 0.0
-        x = z / norm
-    return float(model.A(x).norm() ** 2)
+    return power_iteration(lambda v: model.A_adjoint(model.A(v)), x, iterations=iterations)
 
 
 def _check_generator(generator: torch.Generator, device: torch.device, name: str) -> None:

@@ -15,7 +15,15 @@ Loss = Callable[[torch.Tensor], torch.Tensor]
 
 def as_tuple(theta: Theta) -> tuple[torch.Tensor, ...]:
     """Flatten θ to a tuple of tensors, checking every leaf."""
-    leaves = (theta,) if isinstance(theta, torch.Tensor) else tuple(theta)
+    if isinstance(theta, torch.Tensor):
+        leaves: tuple = (theta,)
+    elif isinstance(theta, tuple | list):
+        leaves = tuple(theta)
+    else:
+        raise InvalidInputError(
+            f"theta is a {type(theta).__name__}, not a tensor or a tuple of tensors: pass "
+            "torch.tensor(value, dtype=torch.float64) (or a tuple of such tensors)."
+        )
     if not leaves:
         raise InvalidInputError("theta is empty: pass a tensor or a non-empty tuple of tensors.")
     for i, leaf in enumerate(leaves):
@@ -72,7 +80,11 @@ def check_count(value: int, name: str) -> int:
 
 
 def check_point(x: torch.Tensor, name: str, theta: Theta) -> torch.Tensor:
-    """x must be a finite floating tensor on the device of θ (never moved silently)."""
+    """x must be a finite floating tensor on the device and in the dtype of θ.
+
+    Nothing is moved or cast silently: a float32 x with a float64 θ would make every step
+    promote (or the fixed point stop at float32 precision), so it is refused.
+    """
     if not isinstance(x, torch.Tensor):
         raise InvalidInputError(f"{name} must be a torch.Tensor, got {type(x).__name__}.")
     if not x.is_floating_point():
@@ -83,5 +95,47 @@ def check_point(x: torch.Tensor, name: str, theta: Theta) -> torch.Tensor:
                 f"{name} is on {x.device} but theta[{i}] is on {leaf.device}: move both to one "
                 "device yourself (the suite never moves tensors silently)."
             )
+        if leaf.dtype != x.dtype:
+            raise InvalidInputError(
+                f"{name} has dtype {x.dtype} but theta[{i}] has dtype {leaf.dtype}: cast both "
+                f"to one dtype yourself, e.g. {name}.to(theta[{i}].dtype) (float64 for exact "
+                "checks); the suite never casts silently."
+            )
     check_finite(x, name)
     return x
+
+
+def check_step_output(y: object, x: torch.Tensor) -> torch.Tensor:
+    """A step must map x to a tensor of x's shape, dtype and device (eq. (7): φ: ℝⁿ → ℝⁿ)."""
+    if not isinstance(y, torch.Tensor):
+        raise InvalidInputError(
+            f"step(x, theta) returned a {type(y).__name__}: it must return a tensor like x."
+        )
+    if y.shape != x.shape or y.dtype != x.dtype or y.device != x.device:
+        raise InvalidInputError(
+            f"step(x, theta) returned shape {tuple(y.shape)}, {y.dtype} on {y.device} for x of "
+            f"shape {tuple(x.shape)}, {x.dtype} on {x.device}: a step must map x to a tensor of "
+            "the same shape, dtype and device (check how theta broadcasts against x, e.g. a "
+            "theta of shape (n, 1) against x of shape (n,), and that theta has x's dtype)."
+        )
+    return y
+
+
+def first_step(step: Step, x: torch.Tensor, theta: Theta) -> torch.Tensor:
+    """φ(x, θ) for the first step of a block, turning a shape error of the step into a named one.
+
+    torch raises a bare ``RuntimeError`` when θ and x do not broadcast; the first call names
+    the shapes instead. Out-of-memory errors pass through unchanged.
+    """
+    try:
+        y = step(x, theta)
+    except torch.OutOfMemoryError:
+        raise
+    except RuntimeError as error:
+        shapes = [tuple(t.shape) for t in as_tuple(theta)]
+        raise InvalidInputError(
+            f"step(x, theta) failed for x of shape {tuple(x.shape)} and theta of shape(s) "
+            f"{shapes}: {error}. Give x0 the shape the step expects (and theta shapes that "
+            "broadcast with it)."
+        ) from error
+    return check_step_output(y, x)

@@ -50,6 +50,7 @@ import torch
 import torch.nn.functional as F
 
 from .errors import InvalidInputError
+from .jacobians import dot_product_gap
 
 _Triplet = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
 
@@ -530,10 +531,7 @@ def adjointness_test(
     device = generator.device
     x = torch.randn(tuple(shape), generator=generator, device=device, dtype=dtype)
     u = torch.randn(tuple(shape), generator=generator, device=device, dtype=dtype)
-    Dx, DTu = transform.analysis(x), transform.synthesis(u)
-    gap = (torch.vdot(Dx.flatten(), u.flatten()) - torch.vdot(x.flatten(), DTu.flatten())).abs()
-    scale = max(float(Dx.norm() * u.norm()), float(x.norm() * DTu.norm()), torch.finfo(dtype).tiny)
-    return float(gap) / scale
+    return dot_product_gap(transform.analysis, transform.synthesis, x, u)
 
 
 def reconstruction_error(
