@@ -103,6 +103,7 @@ def run_verify(cfg: VerifyConfig) -> int:
         frame.insert(2, "T", T)
         frames.append(frame)
         table = frame[frame.kind == "bound"][["name", "quantity", "observed", "bound", "holds"]]
+        table = table.astype({"holds": object}).fillna({"holds": "no verdict"})
         c = report.constants
         print(f"\n== {case.name} (K={K}, T={T}): {case.description}")
         print(table.to_string(index=False, float_format=lambda v: f"{v:.4e}"))
@@ -112,12 +113,17 @@ def run_verify(cfg: VerifyConfig) -> int:
             f"‖x₀−x̂‖={c['dist0']:.4g}, ‖∂xL(x̂)‖={c['grad_loss']:.4g}"
         )
     result = pd.concat(frames, ignore_index=True)
-    failed = result[(result.kind == "bound") & (result.holds == False)]  # noqa: E712
+    rows = result[result.kind == "bound"]
+    # holds is True, False (numpy or Python bools) or None/NaN (no verdict)
+    failed = rows[rows.holds.map(lambda v: v is not None and not pd.isna(v) and not v)]
+    open_ = rows[rows.holds.map(lambda v: v is None or pd.isna(v))]
     print(
         f"\n{len(frames)} problems in {time.perf_counter() - start:.1f} s; "
         f"statements violated: {sorted(set(failed.name)) or 'none'} "
         "(see docs/findings.md)"
     )
+    for _, row in open_.iterrows():
+        print(f"   no verdict on {row['name']} ({row['problem']}): {row['reason']}")
     if cfg.out:
         path = write_csv_atomic(result, Path(cfg.out) / "verify.csv")
         print(f"wrote {path}")

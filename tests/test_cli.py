@@ -23,9 +23,11 @@ def test_verify_writes_csv(tmp_path, capsys):
         "group_l21",
     }
     corrected = bounds_rows[bounds_rows.name.str.endswith("corrected")]
-    assert corrected.holds.astype(bool).all()
+    # every corrected statement gets a verdict (δ is analytic) and it is True; NaN (no
+    # verdict) would be truthy under astype(bool), so compare the strings
+    assert set(corrected.holds.astype(str)) == {"True"}
     printed = bounds_rows[
         (bounds_rows.problem == "counterexample_thm2")
         & bounds_rows.name.isin(["theorem2", "corollary1"])
     ]
-    assert not printed.holds.astype(bool).any()
+    assert set(printed.holds.astype(str)) == {"False"}

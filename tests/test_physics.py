@@ -286,3 +286,29 @@ def test_observe_with_cpu_generator_on_cuda_names_the_fix():
 def test_import_does_not_load_deepinv():
     code = "import sys, operators.physics; assert 'deepinv' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+@pytest.mark.parametrize("task", TASKS)
+def test_adjointness_test_agrees_with_deepinv(task):
+    """Our dot-product test (operators.jacobians.dot_product_gap, seeded and scale-free)
+    against deepinv's ``LinearPhysics.adjointness_test`` (a Monte-Carlo ‖A − Bᵀ‖_F/‖A‖_F):
+    both pass the true adjoint and both flag a wrong one (Aᵀ scaled by 1.01)."""
+    import deepinv as dinv
+
+    model = make_forward_model(task, 3, SIZE, dtype=torch.float64, seed=1)
+    u = torch.zeros(1, 3, *SIZE, dtype=torch.float64)
+    torch.manual_seed(0)  # deepinv draws its vectors from the global RNG
+    right = dinv.physics.LinearPhysics(A=model.A, A_adjoint=model.A_adjoint)
+    wrong_adjoint = lambda y: 1.01 * model.A_adjoint(y)  # noqa: E731
+    wrong = dinv.physics.LinearPhysics(A=model.A, A_adjoint=wrong_adjoint)
+    assert abs(float(right.adjointness_test(u, num_samples=4))) < 1e-12
+    assert abs(float(wrong.adjointness_test(u, num_samples=4))) > 1e-3
+    g = generator("cpu")
+    assert adjointness_test(model, (1, 3, *SIZE), g) < 1e-12
+    x = torch.randn(1, 3, *SIZE, generator=g, dtype=torch.float64)
+    y = torch.randn(model.A(x).shape, generator=g, dtype=torch.float64)
+    from operators.jacobians import dot_product_gap
+
+    # random x, y make ⟨Ax, y⟩ ~ ‖Ax‖‖y‖/√n, so a 1% error shows as ~1e-2/√n ≈ 1e-4: far
+    # above the 1e-12 float64 tolerance every adjointness test of the suite uses
+    assert dot_product_gap(model.A, wrong_adjoint, x, y) > 1e3 * ADJOINT_TOL[torch.float64]
