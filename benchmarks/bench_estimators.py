@@ -31,7 +31,8 @@ ROUNDS, WARMUP = 10, 2
 
 @pytest.fixture(scope="module")
 def problem():
-    step, theta, u0, loss, _ = wavelet_problem("denoise", SIZE, 4, "float32", torch.device("cpu"))
+    p = wavelet_problem("denoise", SIZE, 4, "float32", torch.device("cpu"))
+    step, theta, u0, loss = p.step, p.theta, p.x0, p.loss
     u_star = fixed_point(step, theta, u0, 1, rtol=1e-6, method="anderson").x
     reference = hypergrad.deq_solve(step, theta, u_star, loss, 1, tol=1e-6)
     return step, theta, u0, u_star, loss, torch.cat([g.reshape(-1) for g in reference])

@@ -63,20 +63,11 @@ def synchronize(device: torch.device) -> None:
 
 
 def wavelet_problem(task: str, size: int, batch: int, dtype: str, device: torch.device):
-    """(step, θ, u₀, loss, fb): FB (51) with θ_BC on crops of the embedded images."""
+    """The section-4 problem FB (51) with θ_BC (log λ = −2) on ``batch`` crops of the embedded
+    images (seed 0), from :func:`operators.section4.build`: ``.step``, ``.theta``, ``.x0``
+    (u₀ = D Aᵀy), ``.loss`` (½‖Dᵀθ₀⁻¹u − x̄‖², θ₀ frozen), ``.fb``."""
     from experiments.common.data import crops, embedded_images
-    from operators.physics import make_forward_model
-    from operators.wavelet_prior import WaveletFB, init_theta
+    from operators import section4
 
-    dt = getattr(torch, dtype)
-    clean = crops(embedded_images(), size, batch, 0).to(device, dt)
-    model = make_forward_model(task, 3, (size, size), device=device, dtype=dt, seed=0)
-    y = model.observe(clean, torch.Generator(device=device).manual_seed(0))
-    fb = WaveletFB(y, prior="BC", model=None if task == "denoise" else model)
-    theta = init_theta("BC", 4, 3, log_lambda=-2.0, device=device, dtype=dt)
-    w0 = fb.weights(theta).detach()
-
-    def loss(u: torch.Tensor) -> torch.Tensor:
-        return 0.5 * ((fb.D.synthesis(u / w0) - clean) ** 2).sum()
-
-    return fb.step, theta, fb.initial(), loss, fb
+    clean = crops(embedded_images(), size, batch, 0).to(device, getattr(torch, dtype))
+    return section4.build(task, "wavelet-BC", clean=clean, seed=0, log_lambda=-2.0)

@@ -38,9 +38,8 @@ class Hypergradient:
         if estimator in ("jfb", "deq_solve") and T != 10:
             raise NotImplementedError("T does not enter this estimator")
         self.device = device_or_skip(device)
-        self.step, self.theta, self.u0, self.loss, _ = wavelet_problem(
-            task, size, 4, "float32", self.device
-        )
+        p = wavelet_problem(task, size, 4, "float32", self.device)
+        self.step, self.theta, self.u0, self.loss = p.step, p.theta, p.x0, p.loss
         self.u_star = fixed_point(
             self.step, self.theta, self.u0, 1, rtol=1e-6, method="anderson", max_blocks=20_000
         ).x
@@ -63,7 +62,8 @@ from benchmarks.hypergradient import _call
 from operators import fixed_point
 estimator, task, size, T = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
 device = torch.device("cuda")
-step, theta, u0, loss, _ = wavelet_problem(task, size, 4, "float32", device)
+p = wavelet_problem(task, size, 4, "float32", device)
+step, theta, u0, loss = p.step, p.theta, p.x0, p.loss
 u_star = fixed_point(step, theta, u0, 1, rtol=1e-6, method="anderson", max_blocks=20000).x
 torch.cuda.synchronize(); torch.cuda.reset_peak_memory_stats()
 base = torch.cuda.memory_allocated()
@@ -103,9 +103,9 @@ class Accuracy:
     timeout = 600
 
     def setup(self, task, K):
-        self.step, self.theta, self.u0, self.loss, self.fb = wavelet_problem(
-            task, 64, 2, "float64", torch.device("cpu")
-        )
+        self.problem = wavelet_problem(task, 64, 2, "float64", torch.device("cpu"))
+        p = self.problem
+        self.step, self.theta, self.u0, self.loss = p.step, p.theta, p.x0, p.loss
         self.u_star = fixed_point(
             self.step, self.theta, self.u0, 1, rtol=1e-12, method="anderson"
         ).x
@@ -127,14 +127,15 @@ class Accuracy:
     def track_lemma1_bound_over_observed(self, task, K):
         """Lemma 1 bound / observed JFB error (≥ 1 while the lemma holds; denoising only:
         without strong convexity there is no analytic δ_K, and the figure is NaN)."""
-        if task != "denoise":
+        delta = self.problem.delta(K)
+        if delta is None:
             return float("nan")
         from bounds import constants, statements
         from operators import unroll
 
         Phi = unroll(self.step, K)
         bound = statements.lemma1(
-            self.fb.omega(self.theta) ** K,
+            delta,
             torch.linalg.vector_norm(hypergrad.loss_gradient(self.loss, self.u_star)).item(),
             constants.dtheta_norm(Phi, self.u_star, self.theta),
         )

@@ -50,7 +50,8 @@ class RestartLoop:
 
     def setup(self, task, size, dtype, device, K, T):
         self.device = device_or_skip(device)
-        self.step, self.theta, self.u0, _, _ = wavelet_problem(task, size, 4, dtype, self.device)
+        p = wavelet_problem(task, size, 4, dtype, self.device)
+        self.step, self.theta, self.u0 = p.step, p.theta, p.x0
         restart(self.step, self.theta, self.u0, K, 1)  # warm-up
         synchronize(self.device)
 

@@ -21,8 +21,8 @@ import torch
 
 import operators.iteration as iteration
 from benchmarks.common import median_seconds, report
-from operators import hypergrad, restart
-from operators.wavelet_prior import WaveletFB, init_theta
+from operators import hypergrad, restart, section4
+from operators.wavelet_prior import WaveletFB
 
 
 def _prox_before(fb: WaveletFB, u: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
@@ -70,15 +70,10 @@ def main() -> None:
     y = clean + sigma * torch.randn(clean.shape, generator=gen)
     rows = []
     for prior in ("BC", "B"):
-        fb = WaveletFB(y, prior=prior)
-        theta = init_theta(prior, 4, 3, log_lambda=-1.5)
-        theta0 = tuple(t.clone() for t in theta)
-        u0 = fb.initial() * fb.weights(theta0)  # u₀ = θ₀Dy, whose image is y
-
-        def loss(u, fb=fb, theta0=theta0):
-            return 0.5 * (fb.estimate(u, theta0) - clean).pow(2).sum()
-
-        theta = tuple(t.requires_grad_() for t in theta)
+        # the section-4 problem on these data: u₀ = Dy, L(u) = ½‖Dᵀθ₀⁻¹u − x̄‖² (θ₀ frozen)
+        p = section4.build("denoise", f"wavelet-{prior}", clean=clean, y=y, log_lambda=-1.5)
+        fb, u0, loss = p.fb, p.x0, p.loss
+        theta = tuple(t.requires_grad_() for t in p.theta)
         results = {}
         variants = ("before", "no-memo", "after")
         for name in variants + variants:  # interleaved against drift

@@ -28,7 +28,8 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     cpu, rows = torch.device("cpu"), []
     for task in ("denoise", "inpaint", "deblur"):
-        step, theta, u0, _, fb = wavelet_problem(task, args.size, 4, "float32", cpu)
+        p = wavelet_problem(task, args.size, 4, "float32", cpu)
+        step, theta, u0, fb = p.step, p.theta, p.x0, p.fb
         with torch.no_grad():
             block = median_seconds(lambda s=step, t=theta, u=u0: unroll(s, 10)(u, t), args.repeats)
             dwt = median_seconds(lambda fb=fb, u=u0: fb.D.analysis(fb.D.synthesis(u)), args.repeats)

@@ -28,8 +28,8 @@ class VerifyConfig:
 
 
 def _commands() -> dict[str, tuple[type, Callable[[Any], int], dict]]:
-    from experiments.errors import PRESETS, ErrorStudyConfig, run_errors
-    from experiments.peers import BenchConfig, run_bench
+    from experiments.bench import BenchConfig, run_bench
+    from experiments.error_study import PRESETS, ErrorStudyConfig, run_errors
     from experiments.reproduce import PRESETS as REPRODUCE_PRESETS
     from experiments.reproduce import (
         PRETRAIN_PRESETS,

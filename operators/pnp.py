@@ -274,7 +274,7 @@ def load_drunet(
     path
         A DRUNet state-dict file (deepinv's ``drunet_*.pth``, or ``torch.save`` of a state
         dict), or a checkpoint dict with a ``"state_dict"`` or ``"model"`` entry, such as the one
-        :func:`experiments.denoiser.train_denoiser` writes. None: random initialisation
+        :func:`experiments.reproduce.denoiser.train_denoiser` writes. None: random initialisation
         (deepinv's, from the global torch RNG).
     channels, nc, nb
         Image channels, channels per scale and residual blocks per scale. Unset: the
@@ -297,8 +297,8 @@ def load_drunet(
             raise FileNotFoundError(
                 f"no DRUNet weights at {path}: weights cannot be downloaded here. Copy a deepinv "
                 "DRUNet file (e.g. drunet_deepinv_color_finetune_22k.pth) there, train one with "
-                "experiments.denoiser.train_denoiser, or call load_drunet() without a path for "
-                "random weights."
+                "experiments.reproduce.denoiser.train_denoiser, or call load_drunet() without a "
+                "path for random weights."
             )
         try:
             obj = torch.load(path, map_location="cpu", weights_only=True)

@@ -8,7 +8,8 @@ import os
 import pytest
 import torch
 
-from experiments import denoiser as dn
+from experiments.common.io import save_torch_atomic
+from experiments.reproduce import denoiser as dn
 from operators import pnp
 from operators.errors import InvalidInputError
 
@@ -84,7 +85,7 @@ def test_checkpoint_is_written_atomically(tmp_path, monkeypatch):
     monkeypatch.setattr(
         os, "replace", lambda src, dst: (replaced.append((src, dst)), real_replace(src, dst))
     )
-    dn.save_atomic({"a": torch.ones(2)}, tmp_path / "other.pt")
+    save_torch_atomic({"a": torch.ones(2)}, tmp_path / "other.pt")
     ((src, dst),) = replaced
     assert os.path.dirname(src) == str(tmp_path) and dst == tmp_path / "other.pt"
 
@@ -94,9 +95,20 @@ def test_checkpoint_is_written_atomically(tmp_path, monkeypatch):
 
     monkeypatch.setattr(torch, "save", crash)
     with pytest.raises(InterruptedRunError):
-        dn.save_atomic({"a": torch.ones(2)}, path)
+        save_torch_atomic({"a": torch.ones(2)}, path)
     assert path.read_bytes() == before  # the old checkpoint survives a crash mid-write
     assert sorted(p.name for p in tmp_path.iterdir()) == [dn.CHECKPOINT_NAME, "other.pt"]
+
+
+def test_checkpoint_gets_the_permissions_of_a_plain_file(tmp_path):
+    """The checkpoint used to keep mkstemp's private 0o600; it now gets what open(path, "w")
+    gives, 0o666 less the umask (experiments.common.io)."""
+    previous = os.umask(0o022)
+    try:
+        path = dn.train_denoiser(crops(), config(steps=2), tmp_path, progress=False)
+    finally:
+        os.umask(previous)
+    assert path.stat().st_mode & 0o777 == 0o644
 
 
 def test_resume_after_interruption_is_exact(tmp_path):
@@ -149,10 +161,12 @@ def test_refuses_to_overwrite_or_resume_a_different_run(tmp_path):
         dn.train_denoiser(clean, config(steps=4, lr=1e-2), tmp_path, resume=True, progress=False)
     with pytest.raises(InvalidInputError, match="data shape"):
         dn.train_denoiser(clean[:4], config(steps=4), tmp_path, resume=True, progress=False)
+    with pytest.raises(InvalidInputError, match=r"dtype: 'torch\.float64' -> 'torch\.float32'"):
+        dn.train_denoiser(clean.float(), config(steps=4), tmp_path, resume=True, progress=False)
 
 
 def test_plain_progress_without_tqdm(tmp_path, monkeypatch, capsys):
-    monkeypatch.setattr(dn, "_progress", lambda total, initial, enabled: None)
+    monkeypatch.setattr(dn, "progress_bar", lambda *args, **kwargs: None)
     dn.train_denoiser(crops(), config(steps=2, log_every=1), tmp_path)
     assert "step 2/2" in capsys.readouterr().out
 

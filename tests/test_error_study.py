@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import argparse
+import dataclasses
 import json
 
 import pandas as pd
@@ -9,7 +11,7 @@ import pytest
 import torch
 
 from experiments.cli import main
-from experiments.errors import ErrorStudyConfig, run_errors, validate
+from experiments.error_study import KEY, ErrorStudyConfig, run_errors, validate
 from operators.errors import InvalidInputError
 
 TINY = [
@@ -91,7 +93,7 @@ def test_tiny_study_outputs_bounds_and_resume(tmp_path, capsys):
 
 def test_resume_after_interruption(tmp_path, monkeypatch):
     """A run stopped after its first (task, prior) resumes with the rest, nothing lost."""
-    import experiments.errors as E
+    import experiments.error_study as E
 
     cfg = ErrorStudyConfig(
         task="all",
@@ -167,7 +169,9 @@ def test_pnp_study_has_no_bounds_and_reports_local_contraction(tmp_path):
     """FB-PnP (53) with a (contractive, untrained) tiny DRUNet: estimators, no bounds."""
     from operators.pnp import load_drunet
 
-    net = load_drunet(channels=3, nc=(8, 16, 32, 64), nb=1, dtype=torch.float64)
+    with torch.random.fork_rng():  # deepinv draws the random weights from the global RNG
+        torch.manual_seed(0)
+        net = load_drunet(channels=3, nc=(8, 16, 32, 64), nb=1, dtype=torch.float64)
     path = tmp_path / "tiny.pt"
     torch.save(net.state_dict(), path)
     out = tmp_path / "pnp"
@@ -194,3 +198,152 @@ def test_pnp_study_has_no_bounds_and_reports_local_contraction(tmp_path):
     assert not any(c.startswith("bound_") for c in frame.columns)
     constants = frame[frame.estimator == "constants"].iloc[0]
     assert 0 < constants.local_contraction < 1
+
+
+# K ∈ {1, 3}, T ∈ {1, 2}, P ∈ {0, 2}: a unit of nine estimator rows in a few seconds.
+SMALL = dict(
+    task="denoise",
+    prior="wavelet-B",
+    size=32,
+    batch=1,
+    device="cpu",
+    dtype="float64",
+    ks=(1, 3),
+    t_ref=2,
+    ts=(1, 2),
+    ks_for_t=(3,),
+    ps=(0, 2),
+    solve_tol=1e-10,
+    fixed_point_rtol=1e-11,
+    threads=1,
+    quiet=True,
+)
+
+
+def _flags(values: dict) -> list[str]:
+    out = []
+    for name, value in values.items():
+        flag = f"--{name.replace('_', '-')}"
+        if value is True:
+            out.append(flag)
+        else:
+            text = ",".join(map(str, value)) if isinstance(value, tuple) else str(value)
+            out += [flag, text]
+    return out
+
+
+def test_resume_refuses_a_changed_configuration(tmp_path, capsys):
+    """--resume compares config.json with the settings given: a changed K grid is refused
+    (naming it) and config.json is kept; a resumable field (threads) may change."""
+    out = tmp_path / "study"
+    args = ["errors", *_flags(SMALL), "--out", str(out)]
+    assert main(args) == 0
+    saved = (out / "config.json").read_text()
+    rows = pd.read_csv(out / "metrics.csv")
+    capsys.readouterr()
+    assert main([*args, "--resume", "--ks", "1,2"]) == 2
+    message = capsys.readouterr().err
+    assert "cannot resume" in message and "ks: [1, 3] -> [1, 2]" in message
+    assert (out / "config.json").read_text() == saved
+    pd.testing.assert_frame_equal(pd.read_csv(out / "metrics.csv"), rows)
+    assert main([*args, "--resume", "--threads", "2"]) == 0
+    assert (out / "config.json").read_text() == saved
+
+
+def test_rows_of_other_settings_are_not_taken_for_this_run(tmp_path):
+    """The row key holds size, batch, dtype and seed: rows of another seed in metrics.csv are
+    neither skipped as done nor mixed with this run's."""
+    cfg = ErrorStudyConfig(**SMALL, out=str(tmp_path / "run"))
+    run_errors(cfg)
+    path = tmp_path / "run" / "metrics.csv"
+    first = pd.read_csv(path)
+    assert {"size", "batch", "dtype", "seed"} <= set(first.columns)
+    assert (first.seed == 0).all() and (first["size"] == 32).all()
+    other = first.assign(seed=1, rel_error=-1.0)  # rows of seed 1, marked
+    other.to_csv(path, index=False)
+    cfg.resume = True
+    run_errors(cfg)
+    final = pd.read_csv(path)
+    ours = final[final.seed == 0]
+    assert len(ours) == len(first) and (ours.rel_error.dropna() >= 0).all()
+    assert len(final[final.seed == 1]) == len(first)
+    keys = final[final.estimator != "constants"][list(KEY)]
+    assert not keys.duplicated().any()
+
+
+def test_interruption_keeps_every_row_computed(tmp_path, monkeypatch):
+    """Each row is written as it is computed: stopped in the middle of a (task, prior), the
+    rows so far are on disk, and --resume computes only the others."""
+    from operators import hypergrad
+
+    calls: list[tuple] = []
+    original = hypergrad.retune
+
+    def retune(step, theta, x0, loss, K, T, **kwargs):
+        calls.append((K, T))
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return original(step, theta, x0, loss, K, T, **kwargs)
+
+    monkeypatch.setattr(hypergrad, "retune", retune)
+    cfg = ErrorStudyConfig(**SMALL, out=str(tmp_path / "run"))
+    with pytest.raises(KeyboardInterrupt):
+        run_errors(cfg)
+    partial = pd.read_csv(tmp_path / "run" / "metrics.csv")
+    # K = 1 done (its ReTune at t_ref = 2 is the T sweep's), then ReTune K = 3, T = 1
+    assert set(partial.estimator) == {"deq_solve", "jfb", "retune", "unrolled"}
+    retunes = partial[partial.estimator == "retune"]
+    assert sorted(zip(retunes.K, retunes["T"], strict=True)) == [(1, 2), (3, 1)]
+    assert not list((tmp_path / "run").glob(".*.tmp"))
+    calls.clear()
+    cfg.resume = True
+    run_errors(cfg)
+    final = pd.read_csv(tmp_path / "run" / "metrics.csv")
+    retunes = final[final.estimator == "retune"]
+    # ReTune rows (1, 2), (3, 1), (3, 2): only the one missing is computed on resumption
+    assert sorted(zip(retunes.K, retunes["T"], strict=True)) == [(1, 2), (3, 1), (3, 2)]
+    assert calls == [(3, 2)]
+    assert not final[final.estimator != "constants"][list(KEY)].duplicated().any()
+    pd.testing.assert_frame_equal(
+        final.iloc[: len(partial)][partial.columns].reset_index(drop=True),
+        partial,
+        check_dtype=False,
+    )
+
+
+def test_fixed_point_estimators_share_one_linearisation_per_K(tmp_path, monkeypatch):
+    """The DEQ reference, JFB and Neumann at x̂ reuse hypergrad.linearise, once per K."""
+    from operators import hypergrad
+
+    built: list[int] = []
+    original = hypergrad.linearise
+
+    def linearise(step, theta, x_star, K):
+        built.append(K)
+        return original(step, theta, x_star, K)
+
+    monkeypatch.setattr(hypergrad, "linearise", linearise)
+    run_errors(ErrorStudyConfig(**SMALL, out=str(tmp_path / "run")))
+    assert built == [1, 3]  # the reference and JFB at K = 1; JFB and Neumann at K = 3
+    frame = pd.read_csv(tmp_path / "run" / "metrics.csv")
+    shared = frame[frame.estimator.isin(["deq_solve", "jfb", "neumann"])]
+    assert (shared.linearise_seconds > 0).all()
+
+
+def test_every_field_has_help_and_list_fields_are_typed(capsys):
+    from experiments.cli import _add_dataclass_arguments
+
+    for f in dataclasses.fields(ErrorStudyConfig):
+        assert f.metadata.get("help"), f.name
+    with pytest.raises(SystemExit):
+        main(["errors", "--help"])
+    shown = capsys.readouterr().out
+    assert "Neumann truncations P" in shown and "K of the T sweep" in shown
+    assert ErrorStudyConfig().ks == (1, 2, 5, 10, 20)
+    parser = argparse.ArgumentParser()
+    _add_dataclass_arguments(parser, ErrorStudyConfig)
+    args = vars(parser.parse_args(["--ks", "1,3", "--ps", "0, 2", "--ks-for-t", "3"]))
+    cfg = dataclasses.replace(ErrorStudyConfig(), **args)
+    assert (cfg.ks, cfg.ps, cfg.ks_for_t) == ((1, 3), (0, 2), (3,))
+    with pytest.raises(InvalidInputError, match="--ps must be a comma-separated list"):
+        validate(ErrorStudyConfig(ps="-1"))

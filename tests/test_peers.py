@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 import torch
 
-from experiments.peers import (
+from experiments.bench import (
     Bench,
     BenchConfig,
     missing,
@@ -149,3 +149,25 @@ def test_config_fields_become_flags():
     cfg = dataclasses.replace(BenchConfig(), **args)
     assert (cfg.peers, cfg.size, cfg.backward_iters, cfg.out) == (True, 64, 7, "runs/bench")
     assert BenchConfig().peers is False and BenchConfig().device == "auto"
+
+
+def test_an_earlier_run_is_not_overwritten(tmp_path, capsys):
+    """An --out that holds results is refused before any work, naming the two ways on."""
+    from experiments.cli import main
+
+    (tmp_path / "bench.csv").write_text("earlier run\n")
+    cfg = BenchConfig(**TINY, out=str(tmp_path))
+    with pytest.raises(InvalidInputError, match="another --out, or pass --overwrite"):
+        run_bench(cfg)
+    assert (tmp_path / "bench.csv").read_text() == "earlier run\n"
+    assert not (tmp_path / "config.json").exists()
+    capsys.readouterr()
+    assert main(["bench", "--size", "32", "--out", str(tmp_path)]) == 2
+    assert "--overwrite" in capsys.readouterr().err
+    assert run_bench(dataclasses.replace(cfg, overwrite=True)) == 0
+    assert _frame(tmp_path).method.str.startswith("ours").any()
+
+
+def test_every_config_field_has_help():
+    for f in dataclasses.fields(BenchConfig):
+        assert f.metadata.get("help"), f.name

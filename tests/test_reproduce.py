@@ -6,6 +6,8 @@ any work; fig2 runs end to end with its three models. Tiny sizes: the whole file
 from __future__ import annotations
 
 import dataclasses
+import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -15,8 +17,8 @@ import torch
 
 from experiments import reproduce as rp
 from experiments.cli import main
-from experiments.reproduce_figures import reproduce_figure
-from experiments.train import FIGURES, batch_indices
+from experiments.reproduce.figures import reproduce_figure
+from experiments.reproduce.train import FIGURES, batch_indices
 from operators.errors import InvalidInputError
 
 
@@ -158,6 +160,83 @@ def test_figure_writer_makes_pdf_and_png(tmp_path):
     assert not list(tmp_path.glob(".*.tmp"))
 
 
+def test_figure_labels_are_the_psnr_of_summary_csv(fig1_run, monkeypatch):
+    """The figure used to label its images with the PSNR of the [0, 1]-clipped images, so that
+    its numbers disagreed with summary.csv (by 0.1 dB and more here); now both are the one
+    unclipped PSNR. One test crop: the shown estimate's PSNR is the test PSNR."""
+    import matplotlib.axes
+
+    titles: list[str] = []
+    real = matplotlib.axes.Axes.set_title
+
+    def record(self, label, *args, **kwargs):
+        titles.append(label)
+        return real(self, label, *args, **kwargs)
+
+    monkeypatch.setattr(matplotlib.axes.Axes, "set_title", record)
+    rp.redraw(fig1_run)
+    summary = pd.read_csv(fig1_run / "summary.csv")
+    recon = np.load(fig1_run / "reconstructions.npz")
+    for letter, model in zip("ab", FIGURES["fig1"].models, strict=True):
+        (title,) = [t for t in titles if t.startswith(f"({letter}) {model}, K=10, T=10")]
+        (test_psnr,) = summary[(summary.model == model) & (summary.K == 10)].test_psnr
+        assert title.endswith(f"\n{test_psnr:.2f} dB"), (title, test_psnr)
+        clipped = recon[f"estimate_{model}"].astype(np.float64)
+        assert float(recon[f"psnr_estimate_{model}"]) == pytest.approx(test_psnr, rel=1e-12)
+        truth = recon["ground_truth"].astype(np.float64)
+        old = -10 * np.log10(np.mean((clipped - truth) ** 2))
+        assert f"{old:.2f}" != f"{test_psnr:.2f}"  # this run tells the two apart
+    (observation,) = [t for t in titles if t.startswith("observation")]
+    assert observation == f"observation\n{float(recon['psnr_observation']):.2f} dB"
+
+
+def test_checkpoints_get_the_permissions_of_plain_files(fig1_run):
+    """Checkpoints were written through mkstemp and kept its private 0o600; every file of a run
+    now has the permissions open(path, "w") would give (0o666 less the umask)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    files = [*(fig1_run / "checkpoints").glob("*.pt"), fig1_run / "metrics.csv"]
+    assert {oct(f.stat().st_mode & 0o777) for f in files} == {oct(0o666 & ~umask)}
+
+
+def test_list_options_are_typed_and_take_the_documented_text():
+    cfg = rp.ReproduceConfig(configs="1,1; 10,10", denoiser_nc="8,16,32,64")
+    assert cfg.configs == ((1, 1), (10, 10)) and cfg.denoiser_nc == (8, 16, 32, 64)
+    assert rp.ReproduceConfig(configs=[[1, 10]]).configs == ((1, 10),)  # as config.json has it
+    assert rp.PretrainConfig(nc="8,16,32,64").nc == (8, 16, 32, 64)
+    with pytest.raises(InvalidInputError, match="--configs"):
+        rp.validate(rp.ReproduceConfig(configs="1,1;10"))  # kept as given, refused here
+    with pytest.raises(InvalidInputError, match="--nc"):
+        rp.validate_pretrain(rp.PretrainConfig(nc="8,16"))
+
+
+def test_resume_accepts_a_config_json_with_text_lists(tmp_path):
+    """Runs written before the list options were typed stored them as text: they resume."""
+    cfg = tiny(tmp_path, configs="1,1", epochs=1)
+    assert rp.run_reproduce(cfg) == 0
+    path = tmp_path / "fig1" / "t" / "config.json"
+    saved = json.loads(path.read_text())
+    saved.update(configs="1,1", denoiser_nc="64,128,256,512")
+    path.write_text(json.dumps(saved))
+    assert rp.run_reproduce(dataclasses.replace(cfg, resume=True)) == 0
+    with pytest.raises(InvalidInputError, match=r"configs: \[\[1, 1\]\] -> \[\[1, 1\], \[2, 2\]\]"):
+        rp.run_reproduce(dataclasses.replace(cfg, configs="1,1;2,2", resume=True))
+
+
+@pytest.mark.parametrize(
+    ("command", "config"),
+    [("reproduce", rp.ReproduceConfig), ("pretrain-denoiser", rp.PretrainConfig)],
+)
+def test_every_flag_has_help(command, config, capsys):
+    with pytest.raises(SystemExit):
+        main([command, "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    for f in dataclasses.fields(config):
+        assert f.metadata.get("help"), f.name
+        flag = f.name if f.metadata.get("positional") else f"--{f.name.replace('_', '-')}"
+        assert flag in text and " ".join(f.metadata["help"].split()) in text, f.name
+
+
 @pytest.mark.parametrize(
     "changes, message",
     [
@@ -196,6 +275,10 @@ def test_cli_errors_exit_2(tmp_path, capsys):
     assert "unknown figure 'fig9'" in capsys.readouterr().err
     assert main(["reproduce", "fig1", "--preset", "nope", "--out", str(tmp_path)]) == 2
     assert "unknown preset" in capsys.readouterr().err
+    # a typed list option that does not parse is an error message too, not a traceback
+    assert main(["reproduce", "fig1", "--configs", "1,1;x", "--out", str(tmp_path)]) == 2
+    assert "--configs '1,1;x': write (K, T) pairs" in capsys.readouterr().err
+    assert not list(tmp_path.iterdir())
 
 
 @pytest.mark.parametrize("estimator", ["unrolled", "jfb", "deq_solve"])
@@ -251,3 +334,21 @@ def test_pretrain_denoiser_command(tmp_path, capsys):
     assert main(args) == 2  # exists: needs --resume
     assert "--resume" in capsys.readouterr().err
     assert main([*args, "--resume"]) == 0
+
+
+def test_pretrain_denoiser_resume_refuses_changed_settings(tmp_path, capsys):
+    """Through the one resume check: it names the checkpoint, what changed and what to do."""
+    args = ["pretrain-denoiser", "--out", str(tmp_path), "--name", "tiny", "--steps", "2"]
+    args += ["--size", "32", "--crops", "4", "--batch", "2", "--nc", "8,16,32,64", "--nb", "1"]
+    args += ["--test-images", "1", "--device", "cpu", "--quiet"]
+    assert main(args) == 0
+    path = tmp_path / "denoiser" / "tiny" / "drunet.pt"
+    before = path.read_bytes()
+    assert main([*args, "--resume", "--lr", "0.01", "--steps", "3"]) == 2
+    err = " ".join(capsys.readouterr().err.split())
+    assert f"cannot resume the DRUNet checkpoint {path}" in err
+    assert "(lr: 0.0001 -> 0.01)" in err  # steps may change: a longer run continues
+    assert "Only steps, checkpoint_every, log_every may change" in err
+    assert path.read_bytes() == before
+    assert main([*args, "--resume", "--crops", "6", "--steps", "3"]) == 2
+    assert "data shape: [4, 3, 32, 32] -> [6, 3, 32, 32]" in capsys.readouterr().err

@@ -22,10 +22,10 @@ import pandas as pd
 import pytest
 
 from experiments import reproduce as rp
-from experiments import sweep
 from experiments.cli import main
-from experiments.sweep_point import DONE, FAILURE, LOCK, acquire, release, stale_reason
-from experiments.sweep_spec import expand, load_spec
+from experiments.sweep import run as sweep
+from experiments.sweep.point import DONE, FAILURE, LOCK, acquire, release, stale_reason
+from experiments.sweep.spec import expand, load_spec
 from operators.errors import InvalidInputError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -102,7 +102,7 @@ def test_paper_example_spec_is_one_configuration_per_point():
     spec = load_spec(str(ROOT / "examples" / "sweeps" / "fig1-paper.toml"))
     points = expand(spec)
     assert len(points) == 12 and len({p.id for p in points}) == 12
-    assert {p.config.configs for p in points} == {"1,1", "1,10", "10,1", "10,10"}
+    assert {p.config.configs for p in points} == {((1, 1),), ((1, 10),), ((10, 1),), ((10, 10),)}
     for point in points:
         cfg = point.config
         assert (cfg.preset, cfg.size, cfg.train_pairs, cfg.epochs, cfg.device) == (
@@ -129,7 +129,7 @@ def test_grid_order_precedence_and_aliases(tmp_path):
         "seed=1,K=10,T=10",
     ]
     cfg = points[1].config
-    assert cfg.configs == "10,10" and cfg.seed == 0
+    assert cfg.configs == ((10, 10),) and cfg.seed == 0
     assert cfg.size == 48 and cfg.train_pairs == 100  # [set] over the preset over the defaults
     assert cfg.quiet  # the sweep's default: no progress bars in the workers
     # the same from the command line, with text converted to the fields' types
@@ -171,6 +171,35 @@ def test_spec_is_validated_before_any_work(tmp_path, top, fixed, grid, message):
     assert not (tmp_path / "out").exists()
 
 
+def test_list_fields_take_their_flag_text_kept_in_the_point_name(tmp_path):
+    path = write_spec(
+        tmp_path / "s.toml",
+        {"figure": "fig2", "denoiser_nc": "8,16,32,64"},
+        {"configs": ["1,1;10,10", "2,2"]},
+        out=str(tmp_path / "out"),
+    )
+    points = expand(load_spec(str(path)))
+    assert [p.id for p in points] == ["configs=1-1-10-10-9991c183", "configs=2-2-20587f14"]
+    assert [p.config.configs for p in points] == [((1, 1), (10, 10)), ((2, 2),)]
+    assert points[0].config.denoiser_nc == (8, 16, 32, 64)
+    bad = write_spec(tmp_path / "b.toml", {"configs": [[1, 1]]}, {}, out=str(tmp_path / "out"))
+    with pytest.raises(InvalidInputError, match=r"takes its flag's text, e\.g\. configs = '1,1;1"):
+        load_spec(str(bad))
+    bad = write_spec(tmp_path / "c.toml", {}, {"configs": ["1,1;0,1"]}, out=str(tmp_path / "out"))
+    with pytest.raises(InvalidInputError, match=r"\[grid\] configs: --configs '1,1;0,1'"):
+        load_spec(str(bad))
+
+
+def test_every_flag_has_help(capsys):
+    with pytest.raises(SystemExit):
+        main(["sweep", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    for f in dataclasses.fields(sweep.SweepConfig):
+        assert f.metadata.get("help"), f.name
+        flag = f.name if f.metadata.get("positional") else f"--{f.name.replace('_', '-')}"
+        assert flag in text and " ".join(f.metadata["help"].split()) in text, f.name
+
+
 def test_spec_file_errors_name_the_fix(tmp_path, capsys):
     assert main(["sweep", str(tmp_path / "nope.toml")]) == 2
     assert "(no such file)" in capsys.readouterr().err
@@ -192,7 +221,9 @@ def test_changed_settings_are_refused_before_any_work(tmp_path, capsys):
     (point.folder / "sweep-point.json").write_text(json.dumps({"config": saved}))
     assert main(args) == 2
     err = capsys.readouterr().err
-    assert "point seed=0" in err and "run with other settings (lr: 0.1 -> 0.05)" in err
+    assert (
+        "point seed=0" in err and "the settings differ from the saved ones (lr: 0.1 -> 0.05)" in err
+    )
     assert not (tmp_path / "out" / "sweep.json").exists()
 
 
@@ -352,6 +383,19 @@ def test_dask_worker_killed_mid_run_resumes_nothing_lost_or_repeated(cluster, tm
         pd.testing.assert_frame_equal(a, b, check_exact=True)
 
 
+def _wait_group_gone(pgid: int, deadline: float) -> None:
+    """SIGKILL to a process group is delivered asynchronously and ``wait`` reaps only the
+    leader: wait until no process of the group is left (the sweep is restarted after the
+    kill, not while the pool's workers are still dying and holding their locks)."""
+    while time.monotonic() < deadline:
+        try:
+            os.killpg(pgid, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"processes of group {pgid} still alive after SIGKILL")
+
+
 def test_sweep_process_killed_then_restarted_completes(cluster, tmp_path):
     root = tmp_path / "out"
     spec = write_spec(
@@ -376,6 +420,7 @@ def test_sweep_process_killed_then_restarted_completes(cluster, tmp_path):
     finally:
         process.kill()
         process.wait()
+        _wait_group_gone(process.pid, time.monotonic() + 30)
     assert killed and killed["rows"] < 20, killed
     # the locks of the dead processes are taken over; finished points are not run again
     done_before = {p.parent.name: p.stat().st_mtime_ns for p in root.glob(f"*/{DONE}")}

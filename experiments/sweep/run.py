@@ -3,7 +3,7 @@ dask.distributed cluster, resumable and safe to run again (docs/sweeps.md).
 
 Each grid point is one run of the command with ``--out <root>/<point>`` and ``--resume``, so its
 folder is exactly what that single run writes (plus the sweep's markers, see
-:mod:`experiments.sweep_point`). Finished points are skipped, interrupted ones resume, a lock
+:mod:`experiments.sweep.point`). Finished points are skipped, interrupted ones resume, a lock
 file keeps every folder to one writer, a failure is recorded and the other points go on.
 ``<root>/sweep-summary.csv`` has one row per point (grid values, status, folder, results),
 ``<root>/sweep-results.csv`` every point's result table with its grid values in front.
@@ -11,7 +11,6 @@ file keeps every folder to one writer, a failure is recorded and the other point
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import sys
@@ -24,10 +23,12 @@ from typing import Any
 
 import pandas as pd
 
-from operators.errors import InvalidInputError, RetuneError
+from operators.errors import RetuneError
 
-from .common.io import write_csv_atomic, write_json_atomic
-from .sweep_point import (
+from ..common.io import write_csv_atomic, write_json_atomic
+from ..common.options import convert_fields
+from ..common.resume import check_resume
+from .point import (
     DONE,
     FAILURE,
     LOCK,
@@ -40,9 +41,9 @@ from .sweep_point import (
     stale_reason,
     task_for,
 )
-from .sweep_spec import Experiment, Point, Spec, expand, experiments, load_spec
+from .spec import Experiment, Point, Spec, expand, experiments, load_spec
 
-__all__ = ["SweepConfig", "collect", "point_status", "run_sweep"]
+__all__ = ["SweepConfig", "collect", "point_status", "run_sweep", "visible_gpus"]
 
 SUMMARY = "sweep-summary.csv"
 RESULTS = "sweep-results.csv"
@@ -335,18 +336,14 @@ def _check_unchanged(points: list[Point], experiment: Experiment) -> None:
         saved = _read_json(point.folder / POINT).get("config")
         if not saved:
             continue
-        now = dataclasses.asdict(point.config)
-        changed = [
-            f"{k}: {saved.get(k)!r} -> {v!r}"
-            for k, v in now.items()
-            if k not in experiment.resumable and saved.get(k) != v
-        ]
-        if changed:
-            raise InvalidInputError(
-                f"point {point.id} in {point.folder} was run with other settings ("
-                + "; ".join(changed)
-                + "): restore the spec, or give the sweep another out (nothing is overwritten)."
-            )
+        check_resume(
+            # typed as the configuration types them (JSON stores tuples as lists)
+            convert_fields(experiment.config, saved, strict=False),
+            point.config,
+            where=f"point {point.id} in {point.folder}",
+            resumable=experiment.resumable,
+            fix="restore the spec, or give the sweep another out",
+        )
 
 
 def _default_workers(spec: Spec, gpus: list[str]) -> int:

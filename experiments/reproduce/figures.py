@@ -3,25 +3,30 @@
 Top row, one panel per model: train PSNR per gradient step ℓ for each (K, T), the exact
 values as dots and a trailing 25-step moving average as a line (the paper's "local averages
 over 25 steps"). Bottom row: ground truth, observation and each model's estimate at
-K = T = 10 on a test image, with their PSNR.
+K = T = 10 on a test image, with their PSNR: the unclipped PSNR that ``summary.csv`` reports
+too (:func:`experiments.common.metrics.psnr`), stored in ``reconstructions.npz`` beside the
+images, which are clipped to [0, 1] for display.
 
->>> import pandas as pd
->>> moving_average(pd.Series([1.0, 2.0, 3.0, 4.0]), window=2).tolist()
-[1.0, 1.5, 2.5, 3.5]
+>>> import numpy as np
+>>> truth = np.zeros((2, 2, 3))
+>>> [title for title, _ in panels({"ground_truth": truth, "observation": truth + 0.1}, [])]
+['ground truth', 'observation\\n20.00 dB']
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
+import torch
 
-from .figures import _save
+from ..common.io import save_figure
+from ..common.metrics import moving_average, psnr
 
-__all__ = ["COLORS", "moving_average", "redraw", "reproduce_figure"]
+__all__ = ["COLORS", "panels", "redraw", "reproduce_figure"]
 
 COLORS = {
     (10, 10): "tab:blue",
@@ -35,14 +40,38 @@ with 10 steps of φ (green: with restarts)."""
 LETTERS = "abcdefgh"
 
 
-def moving_average(values: pd.Series, window: int = 25) -> pd.Series:
-    """Trailing mean over the last ``window`` values (fewer at the start)."""
-    return values.rolling(window, min_periods=1).mean()
+def _label_psnr(recon: Mapping[str, Any], key: str, truth: np.ndarray) -> float:
+    """The PSNR of image ``key``: as the run stored it (``psnr_<key>``, computed unclipped like
+    ``summary.csv``), else, for files written before it was stored, from the displayed image."""
+    stored = recon.get(f"psnr_{key}")
+    if stored is not None:
+        return float(np.asarray(stored))
+    x, reference = (torch.from_numpy(np.asarray(a, dtype=np.float64)) for a in (recon[key], truth))
+    return float(psnr(x[None], reference[None])[0])
 
 
-def _psnr(x: np.ndarray, reference: np.ndarray) -> float:
-    mse = float(np.mean((x.astype(np.float64) - reference) ** 2))
-    return -10 * np.log10(max(mse, 1e-300))
+def panels(
+    reconstructions: Mapping[str, Any] | None, models: Sequence[str]
+) -> list[tuple[str, np.ndarray]]:
+    """The bottom row: (title, image) for the ground truth, the observation and the estimate
+    of each of ``models`` found in ``reconstructions``, titles with their PSNR in dB."""
+    recon = dict(reconstructions or {})
+    images: list[tuple[str, np.ndarray]] = []
+    if "ground_truth" not in recon:
+        return images
+    truth = np.asarray(recon["ground_truth"])
+    images.append(("ground truth", truth))
+    if "observation" in recon:
+        value = _label_psnr(recon, "observation", truth)
+        images.append((f"observation\n{value:.2f} dB", np.asarray(recon["observation"])))
+    shown = f"K={int(recon.get('K', 10))}, T={int(recon.get('T', 10))}"
+    for i, model in enumerate(models):
+        key = f"estimate_{model}"
+        if key in recon:
+            value = _label_psnr(recon, key, truth)
+            title = f"({LETTERS[i]}) {model}, {shown}\n{value:.2f} dB"
+            images.append((title, np.asarray(recon[key])))
+    return images
 
 
 def reproduce_figure(
@@ -62,7 +91,8 @@ def reproduce_figure(
         One row per gradient step and configuration, with columns model, K, T, step, psnr.
     reconstructions
         ``ground_truth``, ``observation`` and ``estimate_<model>`` images (H, W, 3) in [0, 1],
-        plus ``K`` and ``T`` of the estimates; None or empty: no bottom row.
+        ``psnr_<name>`` their PSNRs (unclipped; computed from the images when absent), plus
+        ``K`` and ``T`` of the estimates; None or empty: no bottom row.
     labels
         A description per model (panel titles), in panel order; default: the models of
         ``metrics`` in order of appearance.
@@ -73,20 +103,7 @@ def reproduce_figure(
     import matplotlib.pyplot as plt
 
     models = list(labels) if labels else list(dict.fromkeys(metrics.model))
-    recon = dict(reconstructions or {})
-    images = []
-    if "ground_truth" in recon:
-        truth = np.asarray(recon["ground_truth"])
-        images.append(("ground truth", truth))
-        if "observation" in recon:
-            obs = np.asarray(recon["observation"])
-            images.append((f"observation\n{_psnr(obs, truth):.2f} dB", obs))
-        shown = f"K={int(recon.get('K', 10))}, T={int(recon.get('T', 10))}"
-        for i, model in enumerate(models):
-            key = f"estimate_{model}"
-            if key in recon:
-                x = np.asarray(recon[key])
-                images.append((f"({LETTERS[i]}) {model}, {shown}\n{_psnr(x, truth):.2f} dB", x))
+    images = panels(reconstructions, models)
     n_top, n_bottom = len(models), len(images)
     width = max(4.6 * n_top, 2.6 * n_bottom, 6.0)
     fig = plt.figure(figsize=(width, 4.2 + (2.9 if images else 0)))
@@ -103,7 +120,7 @@ def reproduce_figure(
             ax.plot(g.step, g.psnr, ".", ms=3, alpha=0.35, color=color)
             ax.plot(
                 g.step,
-                moving_average(g.psnr.reset_index(drop=True), window),
+                moving_average(g.psnr.reset_index(drop=True), window),  # partial windows first
                 "-",
                 lw=1.8,
                 color=color,
@@ -125,7 +142,7 @@ def reproduce_figure(
             ax.set_axis_off()
     if title:
         fig.suptitle(title, fontsize=11)
-    paths = _save(fig, Path(base))
+    paths = save_figure(fig, Path(base))
     plt.close(fig)
     return paths
 

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .common.io import write_json_atomic, write_text_atomic
+from ..common.io import write_json_atomic, write_text_atomic
 
 __all__ = [
     "DONE",
@@ -255,7 +255,7 @@ def run_point(task: Task) -> dict[str, Any]:
     Returns ``{"status": "done" | "failed" | "busy", ...}`` with ``seconds``, ``host``,
     ``pid`` and, for a failure, ``error`` (the last line of the traceback).
     """
-    from .sweep_spec import experiments
+    from .spec import experiments
 
     folder = Path(task.folder)
     result: dict[str, Any] = {"id": task.point_id, "host": socket.gethostname(), "pid": os.getpid()}
@@ -334,7 +334,7 @@ def _run(run: Any, cfg: Any, threads: int) -> int:
 
 
 def task_for(point: Any, experiment: str, stale_after: float, threads: int) -> Task:
-    """The :class:`Task` of a :class:`~experiments.sweep_spec.Point`."""
+    """The :class:`Task` of a :class:`~experiments.sweep.spec.Point`."""
     return Task(
         experiment=experiment,
         point_id=point.id,

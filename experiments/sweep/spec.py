@@ -20,7 +20,9 @@ Keys of ``[set]`` and ``[grid]`` are the fields of the command's configuration (
 ``_`` for ``-``), values are typed as those fields. Each point's configuration is built as the
 command line builds one: dataclass defaults, then the preset's values, then ``[set]``, then
 the point's grid values. ``reproduce`` also takes ``K`` and ``T`` (both, in ``[set]`` or
-``[grid]``): one (K, T) per point, i.e. ``configs = "K,T"``.
+``[grid]``): one (K, T) per point, i.e. ``configs = "K,T"``. A typed list field (``configs``,
+``denoiser_nc``) takes the text of its flag, e.g. ``configs = "1,1;10,10"``, checked here and
+kept as written in the point's name.
 """
 
 from __future__ import annotations
@@ -106,7 +108,7 @@ def _errors_results(folder: Path) -> tuple[dict[str, Any], pd.DataFrame]:
 
 def experiments() -> dict[str, Experiment]:
     """The commands a sweep can run, by name."""
-    from . import errors, reproduce
+    from .. import error_study, reproduce
 
     return {
         "reproduce": Experiment(
@@ -123,13 +125,14 @@ def experiments() -> dict[str, Experiment]:
         ),
         "errors": Experiment(
             name="errors",
-            config=errors.ErrorStudyConfig,
-            presets=errors.PRESETS,
-            validate=errors.validate,
-            run=errors.run_errors,
+            config=error_study.ErrorStudyConfig,
+            presets=error_study.PRESETS,
+            validate=error_study.validate,
+            run=error_study.run_errors,
             run_folder=lambda cfg: Path(cfg.out),
             results=_errors_results,
-            resumable=("resume", "threads"),
+            resumable=error_study.RESUMABLE,
+            defaults={"quiet": True},
         ),
     }
 
@@ -311,21 +314,43 @@ def _typed(experiment: Experiment, key: str, value: Any, where: str) -> Any:
     if key in experiment.aliases:
         kind = "int"
     else:
-        types = {f.name: str(f.type) for f in dataclasses.fields(experiment.config)}
-        if key not in types:
-            names = [*types, *experiment.aliases]
+        fields = {f.name: f for f in dataclasses.fields(experiment.config)}
+        if key not in fields:
+            names = [*fields, *experiment.aliases]
             raise InvalidInputError(
                 f"{where}: unknown key {key!r} for {experiment.name}"
                 f"{_did_you_mean(key, names)}; keys are the fields of "
                 f"{experiment.config.__name__} (its command's flags): {', '.join(names)}."
             )
-        kind = types[key].replace(" | None", "")
+        parse = fields[key].metadata.get("parse")
+        if parse is not None:  # a typed list field: its flag's text, checked, kept as written
+            if isinstance(value, int | float) and not isinstance(value, bool):
+                value = str(value)  # e.g. ks = [1, 5] in [grid]: one K sweep of one value each
+            if not isinstance(value, str):
+                raise InvalidInputError(
+                    f"{where} = {value!r}: {key} takes its flag's text, e.g. "
+                    f"{key} = {_example(fields[key])!r}."
+                )
+            try:
+                parse(value)
+            except InvalidInputError as error:
+                raise InvalidInputError(f"{where}: {error}") from None
+            return value
+        kind = str(fields[key].type).replace(" | None", "")
     try:
         return _convert(value, kind)
     except (TypeError, ValueError):
         raise InvalidInputError(
             f"{where} = {value!r}: {key} takes {'an' if kind == 'int' else 'a'} {kind}."
         ) from None
+
+
+def _example(f: dataclasses.Field) -> str:
+    """A typed list field's default as its flag's text: (1, 5) → ``1,5``; ((1, 1),) → ``1,1``."""
+    default = f.default if isinstance(f.default, tuple | list) else ()
+    if default and isinstance(default[0], tuple | list):
+        return ";".join(",".join(str(v) for v in group) for group in default)
+    return ",".join(str(v) for v in default)
 
 
 def _convert(value: Any, kind: str) -> Any:
@@ -343,7 +368,7 @@ def _convert(value: Any, kind: str) -> Any:
     if kind == "float" and isinstance(value, (int, float)) and not isinstance(value, bool):
         return float(value)
     if kind == "str" and isinstance(value, (str, int, float)) and not isinstance(value, bool):
-        return str(value)  # e.g. ks = [1, 5] for the errors study's "ks" lists
+        return str(value)
     raise TypeError(value)
 
 

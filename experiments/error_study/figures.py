@@ -1,4 +1,5 @@
-"""Paper-style figures from the CSV results (so a figure is redrawn without rerunning)."""
+"""The error study's figures, drawn from ``metrics.csv`` (so a figure is redrawn without
+rerunning the study): one 2×3 figure per (task, prior), PDF and PNG."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from .common.io import save_figure
+from ..common.io import save_figure
 
 COLORS = {
     "jfb": "tab:orange",
@@ -14,10 +15,6 @@ COLORS = {
     "unrolled": "tab:green",
     "neumann": "tab:purple",
 }
-
-
-def _save(fig, base: Path) -> list[Path]:
-    return save_figure(fig, base)
 
 
 def error_study_figures(frame: pd.DataFrame, out: Path) -> list[Path]:
@@ -117,6 +114,6 @@ def error_study_figures(frame: pd.DataFrame, out: Path) -> list[Path]:
             f"{int(row['batch'])}, {row['dtype']} on {row['device']}"
         )
         fig.tight_layout()
-        paths += _save(fig, out / f"errors_{task}_{prior}")
+        paths += save_figure(fig, out / f"errors_{task}_{prior}")
         plt.close(fig)
     return paths

@@ -36,6 +36,10 @@ from operators import fixed_point, hypergrad, restart
 from operators.errors import InvalidInputError
 from operators.theta import Step, Theta, as_tuple, like
 
+from ..common.io import save_torch_atomic
+from ..common.metrics import psnr
+from ..common.progress import progress as progress_bar
+
 __all__ = [
     "ESTIMATORS",
     "FIGURES",
@@ -52,7 +56,6 @@ __all__ = [
     "load_checkpoint",
     "make_data",
     "observe_pairs",
-    "psnr",
     "theta_summary",
     "train_unit",
 ]
@@ -203,28 +206,31 @@ class Problem:
     sigma: float | None = None
     tau: float | None = None
 
-    def build(self, y: torch.Tensor) -> tuple[Step, torch.Tensor, Callable | None]:
-        """(step, x₀, readout) for observations y (B, C, H, W)."""
-        if self.model.startswith("wavelet"):
-            from operators.wavelet_prior import WaveletFB
+    def build(
+        self, y: torch.Tensor, theta: Theta | None = None
+    ) -> tuple[Step, torch.Tensor, Callable | None]:
+        """(step, x₀, readout) for observations y (B, C, H, W), from the one builder of the
+        section-4 problems (:func:`operators.section4.build`): x₀ = u₀ = D Aᵀy and the read-out
+        R(u, θ) = Dᵀθ⁻¹u for the wavelet priors, x₀ = Aᵀy and no read-out for FB-PnP.
 
-            fb = WaveletFB(
-                y,
-                prior=self.model.split("-")[1],
-                model=None if self.task == "denoise" else self.forward,
-            )
-            return fb.step, fb.initial(), fb.estimate
-        from operators.pnp import fb_pnp_sigma_tau, fb_pnp_weights
+        ``theta`` (the current θ) only spares the builder its default θ⁰; the step does not
+        depend on it.
+        """
+        from operators import section4
 
-        if self.denoiser is None:
-            raise InvalidInputError(f"{self.model} needs a DRUNet denoiser.")
-        x0 = self.forward.A_adjoint(y)
-        if self.model == "pnp-sigma-tau":
-            return fb_pnp_sigma_tau(self.forward, y, self.denoiser), x0, None
-        if self.sigma is None or self.tau is None:
+        if self.model == "pnp-weights" and (self.sigma is None or self.tau is None):
             raise InvalidInputError("pnp-weights needs the (σ, τ) learned by pnp-sigma-tau.")
-        step, _ = fb_pnp_weights(self.forward, y, self.denoiser, self.sigma, self.tau)
-        return step, x0, None
+        fixed = {} if self.sigma is None else {"pnp_sigma": self.sigma, "pnp_tau": self.tau}
+        problem = section4.build(
+            self.task,
+            self.model,
+            y=y,
+            physics=self.forward,
+            theta=theta,
+            denoiser=self.denoiser,
+            **fixed,
+        )
+        return problem.step, problem.x0, problem.readout
 
 
 def initial_theta(
@@ -311,15 +317,6 @@ def hypergradient(
         maxiter=settings.solve_maxiter,
         readout=readout,
     )
-
-
-def psnr(x: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
-    r"""PSNR per image for intensities in [0, 1], shape (B,); x is not clipped.
-
-    .. math:: \mathrm{PSNR}(x, \bar x) = -10 \log_{10} \tfrac1n ‖x − \bar x‖_2^2
-    """
-    mse = ((x - reference) ** 2).flatten(1).mean(1)
-    return -10 * torch.log10(mse.clamp_min(torch.finfo(mse.dtype).tiny))
 
 
 def theta_summary(model: str, theta: Theta, theta0: Theta) -> dict[str, Any]:
@@ -425,9 +422,9 @@ def train_unit(
     on_step
         Called as ``on_step(unit, step)`` after gradient step ``step`` (1-based) and its
         checkpoint, if any; the tests interrupt a run from here.
+    progress
+        Show a progress bar (:func:`experiments.common.progress.progress`).
     """
-    from .denoiser import save_atomic
-
     device = data.clean.device
     leaves = tuple(t.detach().clone().requires_grad_(True) for t in as_tuple(theta0))
     start_leaves = tuple(t.detach().clone() for t in leaves)
@@ -455,7 +452,7 @@ def train_unit(
     theta_start = like(theta0, start_leaves)
 
     def checkpoint(step: int) -> None:
-        save_atomic(
+        save_torch_atomic(
             {
                 "format": FORMAT,
                 "model": unit.model,
@@ -474,12 +471,12 @@ def train_unit(
         )
         on_checkpoint()
 
-    bar = _progress(total, start, unit.label, progress)
+    bar = progress_bar(total, initial=start, desc=unit.label, enabled=progress)
     try:
         for index in range(start, total):
             idx = batch_indices(index, n, settings.batch, settings.seed).to(device)
             clean, y = data.clean[idx], data.y[idx]
-            step, x0, readout = problem.build(y)
+            step, x0, readout = problem.build(y, theta)
             seen: dict[str, torch.Tensor] = {}
 
             def loss(x: torch.Tensor, clean: torch.Tensor = clean, seen: dict = seen) -> Any:
@@ -536,20 +533,9 @@ def evaluate(
     estimates, values = [], []
     with torch.no_grad():
         for i in range(0, clean.shape[0], batch):
-            step, x0, readout = problem.build(y[i : i + batch])
+            step, x0, readout = problem.build(y[i : i + batch], theta)
             u = restart(step, theta, x0, K, T).x
             x = u if readout is None else readout(u, theta)
             estimates.append(x)
             values.append(psnr(x, clean[i : i + batch]))
     return torch.cat(estimates), torch.cat(values)
-
-
-def _progress(total: int, initial: int, desc: str, enabled: bool) -> Any:
-    """A tqdm bar (tqdm comes with deepinv), or None when disabled or not installed."""
-    if not enabled:
-        return None
-    try:
-        from tqdm.auto import tqdm
-    except ImportError:
-        return None
-    return tqdm(total=total, initial=initial, desc=desc, unit="step", leave=True)

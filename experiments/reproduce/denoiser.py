@@ -3,8 +3,9 @@ r"""Train the suite's own small DRUNet (deepinv architecture) for the FB-PnP ste
 Gaussian denoising on given clean crops (data loading lives elsewhere): per sample
 σ ~ U[σ_min, σ_max], x̃ = x + σε with ε ~ N(0, I), L2 loss ‖D_{Λ,σ}(x̃) − x‖² (mean), Adam.
 
-The checkpoint (``out / CHECKPOINT_NAME``) is written atomically every ``checkpoint_every``
-steps and at the end; it holds the state dict, the architecture (channels, nc, nb), the step
+The checkpoint (``out / CHECKPOINT_NAME``) is written atomically
+(:func:`experiments.common.io.save_torch_atomic`) every ``checkpoint_every`` steps and at the
+end; it holds the state dict, the architecture (channels, nc, nb), the step
 count, the optimizer state and the state of the one ``torch.Generator`` that draws every
 batch, σ and ε, so ``resume=True`` continues with no lost or duplicated step. On CPU a resumed
 run ends with the same weights as an uninterrupted one, bit for bit; on CUDA that also needs
@@ -14,10 +15,8 @@ not switch on for you. :func:`operators.pnp.load_drunet` loads the checkpoint.
 
 from __future__ import annotations
 
-import os
-import tempfile
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +25,11 @@ import torch
 from operators.errors import InvalidInputError
 from operators.pnp import load_drunet
 
-__all__ = ["CHECKPOINT_NAME", "DenoiserConfig", "save_atomic", "train_denoiser"]
+from ..common.io import save_torch_atomic
+from ..common.progress import progress as progress_bar
+from ..common.resume import check_resume
+
+__all__ = ["CHECKPOINT_NAME", "DenoiserConfig", "train_denoiser"]
 
 CHECKPOINT_NAME = "drunet.pt"
 FORMAT = "retune-suite/drunet-checkpoint-v1"
@@ -65,27 +68,6 @@ class DenoiserConfig:
             )
 
 
-def save_atomic(obj: Any, path: str | Path) -> Path:
-    """``torch.save`` through a temporary file in the same folder, then ``os.replace``.
-
-    A reader (or a resumed run after a crash) sees the previous file or the new one, never a
-    half-written one.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            torch.save(obj, handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
-
-
 def _check_clean(clean: torch.Tensor) -> None:
     if not isinstance(clean, torch.Tensor) or clean.ndim != 4 or not clean.is_floating_point():
         raise InvalidInputError("clean must be a floating tensor of crops, shape (N, C, h, w).")
@@ -95,40 +77,27 @@ def _check_clean(clean: torch.Tensor) -> None:
         raise InvalidInputError("clean contains NaN or inf: check the data loading.")
 
 
-def _check_resumable(ckpt: dict[str, Any], config: DenoiserConfig, clean: torch.Tensor) -> None:
-    if ckpt.get("format") != FORMAT:
-        raise InvalidInputError(
-            "the checkpoint was not written by train_denoiser: remove it or pick another `out`."
-        )
-    saved = ckpt["config"]
-    changed = [
-        f"{f.name}: {saved.get(f.name)!r} -> {getattr(config, f.name)!r}"
-        for f in fields(config)
-        if f.name not in RESUMABLE and saved.get(f.name) != getattr(config, f.name)
-    ]
-    if tuple(ckpt["data_shape"]) != tuple(clean.shape):
-        changed.append(f"data shape: {tuple(ckpt['data_shape'])} -> {tuple(clean.shape)}")
-    if ckpt["dtype"] != str(clean.dtype):
-        changed.append(f"dtype: {ckpt['dtype']} -> {clean.dtype}")
-    if changed:
-        raise InvalidInputError(
-            "cannot resume: the run differs from the checkpoint's ("
-            + "; ".join(changed)
-            + "). Only "
-            + ", ".join(RESUMABLE)
-            + " may change; use another `out` or resume=False after deleting the checkpoint."
-        )
+def _run_settings(config: dict[str, Any], shape: Any, dtype: Any) -> dict[str, Any]:
+    """What a resumed run must share with the checkpoint: the configuration and the data's
+    shape and dtype (compared by :func:`experiments.common.resume.check_resume`)."""
+    return {**config, "data shape": tuple(shape), "dtype": str(dtype)}
 
 
-def _progress(total: int, initial: int, enabled: bool) -> Any:
-    """A tqdm bar if tqdm is installed (deepinv depends on it), else None (plain prints)."""
-    if not enabled:
-        return None
-    try:
-        from tqdm.auto import tqdm
-    except ImportError:
-        return None
-    return tqdm(total=total, initial=initial, desc="DRUNet", unit="step")
+def _check_resumable(
+    ckpt: dict[str, Any], config: DenoiserConfig, clean: torch.Tensor, path: Path
+) -> None:
+    if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
+        raise InvalidInputError(
+            f"{path} was not written by train_denoiser: remove it or pick another `out`."
+        )
+    check_resume(
+        _run_settings(ckpt["config"], ckpt["data_shape"], ckpt["dtype"]),
+        _run_settings(asdict(config), clean.shape, clean.dtype),
+        where=f"the DRUNet checkpoint {path}",
+        resumable=RESUMABLE,
+        fix="train on the same data with the same settings, or use another `out` (or delete "
+        "the checkpoint to start afresh)",
+    )
 
 
 def train_denoiser(
@@ -157,7 +126,8 @@ def train_denoiser(
         Continue from the checkpoint in ``out`` (start afresh if there is none). Without it an
         existing checkpoint is an error, never silently overwritten.
     progress
-        Show a tqdm bar (or, without tqdm, print every ``config.log_every`` steps).
+        Show a progress bar (:func:`experiments.common.progress.progress`); should that give
+        none, print the mean loss every ``config.log_every`` steps instead.
     on_step
         Called as ``on_step(step, loss)`` after each step (and after its checkpoint, if any).
 
@@ -185,14 +155,14 @@ def train_denoiser(
                 "`out` to start afresh."
             )
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
-        _check_resumable(ckpt, config, clean)
+        _check_resumable(ckpt, config, clean, path)
         net.load_state_dict(ckpt["state_dict"])
         optimizer.load_state_dict(ckpt["optimizer"])
         generator.set_state(ckpt["rng_state"])
         start = int(ckpt["step"])
 
     def checkpoint(step: int) -> None:
-        save_atomic(
+        save_torch_atomic(
             {
                 "format": FORMAT,
                 "state_dict": net.state_dict(),
@@ -207,7 +177,7 @@ def train_denoiser(
             path,
         )
 
-    bar = _progress(config.steps, start, progress)
+    bar = progress_bar(config.steps, initial=start, desc="DRUNet", enabled=progress)
     running = torch.zeros((), dtype=dtype, device=device)
     count = 0
     try:

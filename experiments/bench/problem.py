@@ -1,0 +1,187 @@
+"""The bench's problem (both maps, float32 timed and float64 references) and what a row is."""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import math
+import time
+import warnings
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+import torch
+
+from operators import fixed_point, hypergrad, restart, section4
+
+from .config import BenchConfig
+from .counting import VJPCounter
+from .ptwt_map import PtwtFB
+
+__all__ = [
+    "Bench",
+    "Call",
+    "Loss",
+    "Reference",
+    "Spec",
+    "flat",
+    "library",
+    "missing",
+    "not_a_fixed_point_ok",
+    "rel",
+]
+
+Loss = Callable[[torch.Tensor], torch.Tensor]
+Call = Callable[[], tuple[torch.Tensor, torch.Tensor | None]]
+
+
+@dataclass(frozen=True)
+class Spec:
+    """One row: what runs, and how to build the zero-argument call that is timed."""
+
+    method: str
+    library: str
+    problem: str  # "ours" or "ptwt"
+    gradient: str  # retune, jfb, deq, unrolled, ift, one-step
+    requires: tuple[str, ...]
+    make: Callable[[], Call]
+    cap: int | None = None  # a "→ tolerance" row: its backward-iteration cap
+    once: bool = False  # timed once, without warm-up (the peers' minutes-long "→ tolerance")
+
+
+@dataclass(frozen=True)
+class Reference:
+    """The float64 DEQ gradient of one map, and how it was obtained."""
+
+    grad: torch.Tensor
+    x_hat: torch.Tensor  # the image of the fixed point
+    seconds: float
+    fixed_point_steps: int
+    residual: float
+
+
+def flat(grads) -> torch.Tensor:
+    """A gradient (a tensor or a tuple) as one float64 vector on the CPU."""
+    grads = grads if isinstance(grads, tuple | list) else (grads,)
+    return torch.cat([g.detach().reshape(-1) for g in grads]).to("cpu", torch.float64)
+
+
+def rel(a: torch.Tensor, b: torch.Tensor) -> float:
+    """‖a − b‖ / ‖b‖ in float64."""
+    a, b = a.detach().double(), b.detach().double()
+    return (torch.linalg.vector_norm(a - b) / torch.linalg.vector_norm(b)).item()
+
+
+def library(name: str) -> str:
+    """``"name version"`` of an installed distribution, or the bare name."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return f"{name} {version(name)}"
+    except PackageNotFoundError:
+        return name
+
+
+def missing(requires: tuple[str, ...]) -> str | None:
+    """``None`` when every module imports, else ``"not installed: name (error)"``."""
+    for name in requires:
+        try:
+            importlib.import_module(name)
+        except ImportError as error:
+            return f"not installed: {name} ({error})"
+    return None
+
+
+@contextlib.contextmanager
+def not_a_fixed_point_ok() -> Iterator[None]:
+    """JFB and DEQ are evaluated after ``steps`` steps by design: no warning about it."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="x_star is not a fixed point")
+        yield
+
+
+class Bench:
+    """The denoising problem in float32 (timed) and float64 (references), both maps.
+
+    Our map is :func:`operators.section4.build` ("denoise", "wavelet-BC"): the error study's
+    problem, started from the same x₀ = Dy. The float64 problem solves the float32 data
+    exactly (y in float64 is the float32 y, not a new draw).
+    """
+
+    def __init__(self, cfg: BenchConfig, device: torch.device):
+        from experiments.common.data import crops, embedded_images
+
+        self.cfg, self.device = cfg, device
+        f32, f64 = torch.float32, torch.float64
+        clean = crops(embedded_images(), cfg.size, cfg.batch, cfg.seed).to(device, f32)
+        ours32 = section4.build(
+            "denoise", "wavelet-BC", clean=clean, seed=cfg.seed, log_lambda=cfg.log_lambda
+        )
+        ours64 = section4.build(
+            "denoise",
+            "wavelet-BC",
+            clean=clean.double(),
+            y=ours32.y.double(),
+            seed=cfg.seed,
+            log_lambda=cfg.log_lambda,
+        )
+        self.ours = {f32: ours32, f64: ours64}
+        self.clean = {f32: clean, f64: ours64.clean}
+        self.y = {f32: ours32.y, f64: ours64.y}
+        self.lam = math.exp(cfg.log_lambda)
+        self.omega = ours64.omega
+        self.gamma = 1.0 - self.omega  # the ptwt map contracts at 1 − γ: our rate
+        self.counter = VJPCounter()
+        self.references: dict[str, Reference] = {}
+        self.expected: dict[str, torch.Tensor] = {}
+        self.checks: dict[str, float] = {"omega": self.omega, "gamma_ptwt": self.gamma}
+
+    def problem(self, name: str, dtype: torch.dtype) -> tuple[Callable, object, torch.Tensor, Loss]:
+        """(step, θ, x₀, loss of the iterate) of the ``ours`` or the ``ptwt`` map."""
+        if name == "ours":
+            p = self.ours[dtype]
+            return p.step, p.theta, p.x0, p.loss
+        clean = self.clean[dtype]
+        ptwt = PtwtFB(self.y[dtype], self.gamma)
+
+        def loss_x(x: torch.Tensor) -> torch.Tensor:
+            return 0.5 * ((x - clean) ** 2).sum()
+
+        lam = torch.tensor(self.lam, dtype=dtype, device=self.device)
+        return ptwt.step, lam, self.y[dtype], loss_x
+
+    def reference(self, name: str) -> Reference:
+        """The DEQ gradient of the map ``name`` in float64: Anderson, then GMRES."""
+        if name in self.references:
+            return self.references[name]
+        cfg, f64 = self.cfg, torch.float64
+        start = time.perf_counter()
+        step, theta, x0, loss = self.problem(name, f64)
+        fp = fixed_point(
+            step, theta, x0, 1, rtol=cfg.fixed_point_rtol, max_blocks=20_000, method="anderson"
+        )
+        grad, stats = hypergrad.deq_solve(
+            step, theta, fp.x, loss, 1, tol=cfg.reference_tol, maxiter=5000, return_stats=True
+        )
+        x_hat = self.ours[f64].estimate(fp.x) if name == "ours" else fp.x
+        ref = Reference(
+            grad=flat(grad),
+            x_hat=x_hat.detach(),
+            seconds=time.perf_counter() - start,
+            fixed_point_steps=fp.stats.blocks,
+            residual=stats.residuals[-1].item(),
+        )
+        self.references[name] = ref
+        print(
+            f"  reference ({name} map, float64): fixed point in {fp.stats.blocks} Anderson "
+            f"steps, GMRES to {ref.residual:.1e}; {ref.seconds:.1f} s",
+            flush=True,
+        )
+        return ref
+
+    def expected_output(self, name: str) -> torch.Tensor:
+        """φ^{steps+1}(x₀) in float32: what a peer returns (its last iterate plus one step)."""
+        if name not in self.expected:
+            step, theta, x0, _ = self.problem(name, torch.float32)
+            self.expected[name] = restart(step, theta, x0, 1, self.cfg.steps + 1).x
+        return self.expected[name]

@@ -1,0 +1,452 @@
+r"""The gradient-error study of one (task, prior) at image scale (section 4 models).
+
+For one task (denoise / inpaint / deblur) and one prior (θ_B, θ_BC, FB-PnP), on real images:
+the DEQ reference hypergradient (matrix-free solve to a stated residual) and every estimator
+(JFB, ReTune over a grid of K and T, unrolled, Neumann-P), their relative error
+‖g − ĝ‖/‖g‖ and cosine similarity, time and peak memory, with the Lemma 1 (29), Neumann (22)
+and Theorem 2 (33) (printed and corrected) bounds on the same rows.
+
+The problem comes from :func:`operators.section4.build`: x₀ = D Aᵀy (Dy for denoising, the
+paper's start after eq. (52)) and the loss L(u) = ½‖Dᵀθ₀⁻¹u − x̄‖² with θ₀ the current θ,
+frozen: the theory's setting (a loss that does not depend on θ). The training gradient of the
+paper adds the direct term ∂_θ of the read-out x = Dᵀθ⁻¹u, which is the same for every
+estimator evaluated at û.
+
+The fixed-point estimators (the DEQ reference, JFB (28), Neumann (22)) share one
+linearisation of Φ_K at x̂ per K (:func:`operators.hypergrad.linearise`): their ``seconds``
+and ``peak_bytes`` are those of the products alone, and ``linearise_seconds`` is the one
+forward pass of Φ_K with its graph that they share.
+
+Every row is written to ``metrics.csv`` as soon as it is computed (atomically); a row whose
+key (:data:`~experiments.error_study.config.KEY`) is already there is skipped, so an
+interrupted unit resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import torch
+
+from bounds import constants as C
+from bounds import statements as S
+from operators import fixed_point, hypergrad, restart, section4, unroll
+from operators.errors import NotContractiveError
+
+from ..common.devices import resolve_device
+from ..common.io import write_csv_atomic
+from ..common.measure import measure
+from ..common.progress import progress
+from .config import KEY, ErrorStudyConfig
+
+__all__ = ["Metrics", "Study", "row_key"]
+
+
+def row_key(row: dict[str, Any]) -> tuple:
+    """The :data:`KEY` of a row (a dict, or a record read back from ``metrics.csv``)."""
+    return tuple(row.get(k) for k in KEY)
+
+
+class Metrics:
+    """``metrics.csv`` of one run: the rows so far, rewritten atomically after each new row."""
+
+    def __init__(self, path: Path, rows: list[dict[str, Any]] | None = None):
+        self.path = Path(path)
+        self.rows: list[dict[str, Any]] = list(rows or [])
+        self.keys = {row_key(r) for r in self.rows if r.get("estimator") != "constants"}
+
+    def has(self, key: tuple) -> bool:
+        """Whether the row ``key`` was already computed."""
+        return key in self.keys
+
+    def complete(self, unit: tuple) -> bool:
+        """Whether the unit (its first six key fields) has its closing ``constants`` row."""
+        return any(
+            r.get("estimator") == "constants" and row_key(r)[: len(unit)] == unit for r in self.rows
+        )
+
+    def add(self, row: dict[str, Any]) -> None:
+        """Append ``row`` and rewrite the CSV (a reader never sees a half-written file)."""
+        self.rows.append(row)
+        if row.get("estimator") != "constants":
+            self.keys.add(row_key(row))
+        write_csv_atomic(pd.DataFrame(self.rows), self.path)
+
+
+def _vec(g) -> torch.Tensor:
+    return torch.cat([t.reshape(-1) for t in (g if isinstance(g, tuple) else (g,))])
+
+
+def _denoiser_path(cfg: ErrorStudyConfig) -> Path:
+    """--denoiser, or a small DRUNet trained once on the embedded images into the run folder."""
+    if cfg.denoiser is not None:
+        return Path(cfg.denoiser)
+    from experiments.common.data import crops
+    from experiments.reproduce.denoiser import DenoiserConfig, train_denoiser
+
+    folder = Path(cfg.out) / "denoiser"
+    if (folder / "drunet.pt").exists():
+        return folder / "drunet.pt"
+    print(f"no --denoiser given: training a small DRUNet on the embedded images into {folder}")
+    clean = crops(_images(cfg.images), min(cfg.size, 64), 256, cfg.seed + 1)
+    config = DenoiserConfig(
+        steps=cfg.denoiser_steps,
+        batch=8,
+        lr=1e-3,
+        sigma_max=0.2,
+        nc=(8, 16, 32, 64),
+        nb=1,
+        seed=cfg.seed,
+        checkpoint_every=100,
+    )
+    return train_denoiser(
+        clean.to(getattr(torch, cfg.dtype)), config, folder, resolve_device(cfg.device), resume=True
+    )
+
+
+@functools.lru_cache(maxsize=4)
+def _images(folder: str | None) -> list:
+    from experiments.common.data import embedded_images, load_folder
+
+    return load_folder(folder) if folder else embedded_images()
+
+
+class Study:
+    """One (task, prior): data, map, reference, then rows added to ``metrics`` one by one."""
+
+    def __init__(self, cfg: ErrorStudyConfig, task: str, prior: str, metrics: Metrics):
+        from experiments.common.data import crops
+
+        self.cfg, self.task, self.prior, self.metrics = cfg, task, prior, metrics
+        self.unit = (task, prior, cfg.size, cfg.batch, cfg.dtype, cfg.seed)
+        self.device = resolve_device(cfg.device)
+        self.dtype = getattr(torch, cfg.dtype)
+        clean = crops(_images(cfg.images), cfg.size, cfg.batch, cfg.seed)
+        denoiser = None
+        if prior == "pnp":
+            from operators.pnp import load_drunet
+
+            denoiser = load_drunet(_denoiser_path(cfg), device=self.device, dtype=self.dtype)
+        self.problem = section4.build(
+            task,
+            prior,
+            clean=clean.to(self.device, self.dtype),
+            seed=cfg.seed,
+            log_lambda=cfg.log_lambda,
+            pnp_sigma=cfg.pnp_sigma,
+            pnp_tau=cfg.pnp_tau,
+            denoiser=denoiser,
+        )
+        self.has_bounds = self.problem.has_bounds
+        self._lins: dict[int, tuple[hypergrad.Linearisation, float]] = {}
+        self._bar: Any = None
+
+    # -- rows ---------------------------------------------------------------------------------
+
+    def _row(self, **values: Any) -> dict[str, Any]:
+        """A row with the unit's key fields and the device."""
+        unit = dict(zip(KEY[:6], self.unit, strict=True))
+        return {**unit, **values, "device": str(self.device)}
+
+    def linearisation(self, K: int) -> tuple[hypergrad.Linearisation, float]:
+        """Φ_K linearised at x̂ (built once per K, shared by the fixed-point estimators), and
+        the seconds it took."""
+        if K not in self._lins:
+            p = self.problem
+            lin, m = measure(
+                lambda: hypergrad.linearise(p.step, p.theta, self.u_star, K), self.device
+            )
+            self._lins[K] = (lin, m.seconds)
+        return self._lins[K]
+
+    def emit(
+        self,
+        estimator: str,
+        K: int,
+        T: int,
+        P: int,
+        fn: Callable[..., Any],
+        bounds: dict[str, float],
+        *,
+        shared: bool = False,
+    ) -> None:
+        """Compute and write one row, unless its key is already in ``metrics.csv``.
+
+        With ``shared`` the estimator is called as ``fn(lin)`` with the shared linearisation
+        of Φ_K at x̂ (:meth:`linearisation`), built outside the measured call.
+        """
+        key = (*self.unit, estimator, K, T, P)
+        if self.metrics.has(key):
+            return
+        extra: dict[str, float] = {}
+        call = fn
+        if shared:
+            lin, seconds = self.linearisation(K)
+            extra["linearise_seconds"] = seconds
+            call = functools.partial(fn, lin)
+        grad, m = measure(call, self.device)
+        g = _vec(grad)
+        diff = torch.linalg.vector_norm(g - self.g_ref).item()
+        cos = torch.nn.functional.cosine_similarity(g, self.g_ref, dim=0).item()
+        row = self._row(
+            estimator=estimator,
+            K=K,
+            T=T,
+            P=P,
+            rel_error=diff / self.g_norm,
+            cosine=cos,
+            seconds=m.seconds,
+            peak_bytes=m.peak_bytes,
+            memory_kind=m.kind,
+            **extra,
+        )
+        row.update({f"bound_{k}": v / self.g_norm for k, v in bounds.items()})
+        self.metrics.add(row)
+        if self._bar is not None:
+            self._bar.update(1)
+        print(
+            f"  {estimator:10s} K={K:<3d} T={T:<4d} P={P:<3d} rel.err={row['rel_error']:.3e} "
+            f"cos={cos:.6f} {m.seconds:.3f}s",
+            flush=True,
+        )
+
+    def planned(self) -> list[tuple]:
+        """The keys of every estimator row :meth:`run` computes, in order."""
+        cfg = self.cfg
+        keys = []
+        for K in sorted(set(cfg.ks) | set(cfg.ks_for_t)):
+            if K in cfg.ks_for_t:
+                keys += [("retune", K, T, -1) for T in cfg.ts]
+            if K in cfg.ks:
+                keys += [("jfb", K, 0, -1), ("retune", K, cfg.t_ref, -1)]
+                if K * cfg.t_ref <= cfg.unrolled_max_steps:
+                    keys.append(("unrolled", K, cfg.t_ref, -1))
+        keys += [("neumann", cfg.ks_for_t[0], 0, P) for P in cfg.ps]
+        return [(*self.unit, *k) for k in dict.fromkeys(keys)]
+
+    # -- the study ----------------------------------------------------------------------------
+
+    def run(self) -> None:
+        """Fixed point, DEQ reference, then every row of :meth:`planned` and the constants."""
+        planned = self.planned()
+        done = sum(self.metrics.has(k) for k in planned)
+        self._bar = progress(
+            len(planned), initial=done, desc=f"{self.task}/{self.prior}", enabled=not self.cfg.quiet
+        )
+        try:
+            self._run()
+        finally:
+            if self._bar is not None:
+                self._bar.close()
+            self._bar = None
+            self._lins.clear()
+
+    def _run(self) -> None:
+        cfg, p = self.cfg, self.problem
+        step, theta, loss, u0 = p.step, p.theta, p.loss, p.x0
+        print(f"== {self.task} / {self.prior}: fixed point and DEQ reference", flush=True)
+        try:
+            fp = fixed_point(
+                step,
+                theta,
+                u0,
+                1,
+                rtol=cfg.fixed_point_rtol,
+                max_blocks=100_000,
+                method=cfg.fixed_point_method,
+            )
+        except NotContractiveError as error:
+            if self.has_bounds:
+                raise
+            # FB-PnP is not contractive in general: without a fixed point there is no DEQ
+            # reference; record the measured local constant where the iteration starts.
+            local = C.delta_measured(unroll(step, 1), u0, theta, method="power", iterations=50)
+            print(
+                f"  no fixed point: {str(error).splitlines()[0]}\n"
+                f"  measured ‖∂xφ(x₀)‖₂ = {local:.4g}; estimators not compared",
+                flush=True,
+            )
+            self.metrics.add(
+                self._row(
+                    estimator="constants",
+                    K=0,
+                    T=0,
+                    P=-1,
+                    local_contraction=local,
+                    fixed_point="not reached",
+                )
+            )
+            return
+        self.u_star = u_star = fp.x
+        lin1, lin_seconds = self.linearisation(1)
+        (g_ref, stats), m = measure(
+            lambda: hypergrad.deq_solve(
+                step,
+                theta,
+                u_star,
+                loss,
+                1,
+                tol=cfg.solve_tol,
+                maxiter=20_000,
+                return_stats=True,
+                lin=lin1,
+            ),
+            self.device,
+        )
+        self.g_ref = _vec(g_ref)
+        self.g_norm = torch.linalg.vector_norm(self.g_ref).item()
+        print(
+            f"  fixed point: {fp.stats.blocks} steps; adjoint GMRES: {stats.blocks} "
+            f"residuals, final {stats.residuals[-1].item():.2e}; {m.seconds:.2f}s",
+            flush=True,
+        )
+        reference = (*self.unit, "deq_solve", 1, 0, -1)
+        if not self.metrics.has(reference):
+            self.metrics.add(
+                self._row(
+                    estimator="deq_solve",
+                    K=1,
+                    T=0,
+                    P=-1,
+                    rel_error=0.0,
+                    cosine=1.0,
+                    seconds=m.seconds,
+                    peak_bytes=m.peak_bytes,
+                    memory_kind=m.kind,
+                    linearise_seconds=lin_seconds,
+                    solve_residual=stats.residuals[-1].item(),
+                    fixed_point_steps=fp.stats.blocks,
+                )
+            )
+        grad_loss = torch.linalg.vector_norm(hypergrad.loss_gradient(loss, u_star)).item()
+        hess = C.hessian_power_norm(loss, u_star)
+        dist0 = torch.linalg.vector_norm(u0 - u_star).item()
+        gen = torch.Generator(device=self.device).manual_seed(cfg.seed)
+
+        def delta(K: int) -> tuple[float, str]:
+            analytic = p.delta(K)
+            if analytic is not None:
+                return analytic, "analytic"
+            d = C.delta_measured(
+                unroll(step, K), u_star, theta, method="power", iterations=50, generator=gen
+            )
+            return d, "measured"
+
+        K_neumann = cfg.ks_for_t[0]
+        for K in sorted(set(cfg.ks) | set(cfg.ks_for_t)):
+            Phi = unroll(step, K)
+            d, _ = delta(K)
+            dtheta = C.dtheta_norm(Phi, u_star, theta)
+            bounded = self.has_bounds and d < 1
+            lemma = {"lemma1": S.lemma1(d, grad_loss, dtheta)} if bounded else {}
+            # the T sweep first: its rows carry the Theorem 2 bounds; the K sweep reuses them
+            if K in cfg.ks_for_t:
+                for T in cfg.ts:
+                    bounds = {}
+                    if bounded and not self.metrics.has((*self.unit, "retune", K, T, -1)):
+                        bounds = self._theorem2(K, T, d, grad_loss, dtheta, dist0, hess)
+                    self.emit(
+                        "retune",
+                        K,
+                        T,
+                        -1,
+                        lambda K=K, T=T: hypergrad.retune(step, theta, u0, loss, K, T),
+                        bounds,
+                    )
+            if K in cfg.ks:
+                T = cfg.t_ref
+                self.emit(
+                    "jfb",
+                    K,
+                    0,
+                    -1,
+                    lambda lin, K=K: hypergrad.jfb(step, theta, u_star, loss, K, lin=lin),
+                    lemma,
+                    shared=True,
+                )
+                self.emit(
+                    "retune",
+                    K,
+                    T,
+                    -1,
+                    lambda K=K, T=T: hypergrad.retune(step, theta, u0, loss, K, T),
+                    {},
+                )
+                if K * T <= cfg.unrolled_max_steps:
+                    self.emit(
+                        "unrolled",
+                        K,
+                        T,
+                        -1,
+                        lambda K=K, T=T: hypergrad.unrolled(step, theta, u0, loss, K, T),
+                        {},
+                    )
+            if K != K_neumann:
+                self._lins.pop(K, None)  # free the graph of Φ_K once its rows are written
+        K = K_neumann
+        d, _ = delta(K)
+        dtheta = C.dtheta_norm(unroll(step, K), u_star, theta)
+        for P in cfg.ps:
+            bounded = self.has_bounds and d < 1
+            bound = {"neumann": S.neumann(d, P, grad_loss, dtheta)} if bounded else {}
+            self.emit(
+                "neumann",
+                K,
+                0,
+                P,
+                lambda lin, P=P: hypergrad.deq_neumann(step, theta, u_star, loss, K, P, lin=lin),
+                bound,
+                shared=True,
+            )
+        self.metrics.add(
+            self._row(
+                estimator="constants",
+                K=0,
+                T=0,
+                P=-1,
+                grad_loss=grad_loss,
+                hess_loss=hess,
+                dist0=dist0,
+                g_norm=self.g_norm,
+                omega=p.fb.omega(theta) if p.fb is not None else float("nan"),
+                local_contraction=C.delta_measured(
+                    unroll(step, 1), u_star, theta, method="power", iterations=50, generator=gen
+                ),
+                delta_kind=delta(1)[1],
+            )
+        )
+
+    def _theorem2(
+        self,
+        K: int,
+        T: int,
+        d: float,
+        grad_loss: float,
+        dtheta: float,
+        dist0: float,
+        hess: float,
+    ) -> dict[str, float]:
+        """Theorem 2 (33) as printed and corrected, with the constants at this (K, T).
+
+        L_θ is the exact secant of ∂_θΦ_K at (x_{K(T−1)}, x̂), H the exact secant of ∂_xL at
+        (x_{KT}, x̂), and the o-term of the printed statement the exact Taylor remainder of
+        ∂_xL there (:mod:`bounds.constants`).
+        """
+        p, u_star = self.problem, self.u_star
+        step, theta, loss, u0 = p.step, p.theta, p.loss, p.x0
+        Phi = unroll(step, K)
+        x_prev = restart(step, theta, u0, K, T - 1).x if T > 1 else u0
+        x_last = restart(step, theta, x_prev, K, 1).x
+        dtheta_prev = C.dtheta_norm(Phi, x_prev, theta)
+        L_theta = C.lipschitz_theta(Phi, u_star, x_prev, theta)
+        args = (d, T, grad_loss, dtheta, dtheta_prev, L_theta, dist0)
+        return {
+            "theorem2": S.theorem2(*args, hess, remainder=C.taylor_remainder(loss, u_star, x_last)),
+            "theorem2_corrected": S.theorem2_corrected(
+                *args, C.loss_gradient_secant(loss, u_star, x_last)
+            ),
+        }

@@ -1,0 +1,334 @@
+"""The configurations of ``reproduce`` and ``pretrain-denoiser``, their presets and validation.
+
+:class:`ReproduceConfig` and :class:`PretrainConfig` are the single source of truth of the two
+commands: the command line derives one flag per field (with the field's ``help``), the sweep
+types its ``[set]``/``[grid]`` values by them. List-valued fields are typed (``configs`` is a
+tuple of (K, T) pairs, ``denoiser_nc`` / ``nc`` a tuple of channel counts) and still accept
+the documented text, ``--configs 1,1;10,10`` and ``--nc 64,128,256,512``.
+
+>>> ReproduceConfig(configs="1,1;10,10", denoiser_nc="8,16,32,64").configs
+((1, 1), (10, 10))
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from operators.errors import InvalidInputError
+
+from ..common.devices import resolve_device
+from ..common.options import convert_fields, parse_groups, parse_list
+from .train import ESTIMATORS, FIGURES
+
+__all__ = [
+    "DENOISER_PRESETS",
+    "PRESETS",
+    "PRETRAIN_PRESETS",
+    "RESUMABLE",
+    "PretrainConfig",
+    "ReproduceConfig",
+    "denoiser_folder",
+    "parse_configs",
+    "parse_nc",
+    "run_folder",
+    "run_name",
+    "validate",
+    "validate_pretrain",
+]
+
+
+def parse_configs(value: str | Sequence) -> tuple[tuple[int, int], ...]:
+    """``"1,1;10,10"`` → ((1, 1), (10, 10)): the (K, T) pairs, each K, T >= 1, no repeats.
+
+    A sequence of pairs (as a configuration stores them) passes through typed.
+
+    >>> parse_configs([[1, 10], (10, 10)])
+    ((1, 10), (10, 10))
+    """
+    try:
+        pairs = parse_groups(value, int, name="configs", size=2)
+    except InvalidInputError:
+        raise InvalidInputError(
+            f"--configs {value!r}: write (K, T) pairs as K,T separated by ';', e.g. '1,1;10,10'."
+        ) from None
+    if min(min(p) for p in pairs) < 1 or len(set(pairs)) != len(pairs):
+        raise InvalidInputError(
+            f"--configs {value!r}: need at least one (K, T) with K, T >= 1, without repeats."
+        )
+    return pairs  # type: ignore[return-value]
+
+
+def parse_nc(value: str | Sequence, name: str = "denoiser-nc") -> tuple[int, int, int, int]:
+    """``"64,128,256,512"`` → (64, 128, 256, 512): the DRUNet's channels at its 4 scales."""
+    try:
+        nc = parse_list(value, int, name=name)
+    except InvalidInputError:
+        nc = ()
+    if len(nc) != 4 or min(nc) < 1:
+        raise InvalidInputError(
+            f"--{name} {value!r}: give 4 positive channel counts, e.g. 64,128,256,512."
+        )
+    return nc  # type: ignore[return-value]
+
+
+def _parse_pretrain_nc(value: str | Sequence) -> tuple[int, int, int, int]:
+    return parse_nc(value, name="nc")
+
+
+@dataclass
+class ReproduceConfig:
+    """Reproduce Fig. 1, 2 or 3 (section 4) with Algorithm 1; ``--preset quick`` on a CPU."""
+
+    figure: str = field(default="fig1", metadata={"positional": True, "help": "fig1, fig2 or fig3"})
+    preset: str | None = field(
+        default=None, metadata={"help": "quick (a CPU, minutes) or paper (section 4, a GPU)"}
+    )
+    name: str | None = field(default=None, metadata={"help": "run folder name (default: preset)"})
+    out: str = field(default="runs", metadata={"help": "root of the run folders"})
+    images: str | None = field(default=None, metadata={"help": "image folder (default: embedded)"})
+    test_images: int = field(default=4, metadata={"help": "images held out for testing"})
+    test_crops: int = field(default=4, metadata={"help": "test crops cut from them"})
+    size: int = field(default=256, metadata={"help": "crop size (multiple of 16, >= 32)"})
+    train_pairs: int = field(default=600, metadata={"help": "training (clean, observed) pairs"})
+    batch: int = field(default=4, metadata={"help": "pairs per gradient step"})
+    epochs: int = field(default=4, metadata={"help": "passes over the training pairs"})
+    configs: tuple[tuple[int, int], ...] = field(
+        default=((1, 1), (1, 10), (10, 1), (10, 10)),
+        metadata={"help": "(K, T) pairs, written K,T;K,T;...", "parse": parse_configs},
+    )
+    estimator: str = field(default="retune", metadata={"help": ", ".join(ESTIMATORS)})
+    lr: float = field(default=5e-2, metadata={"help": "Adam learning rate"})
+    lr_weights: float = field(default=5e-5, metadata={"help": "Adam lr for the DRUNet weights"})
+    log_lambda: float = field(default=0.0, metadata={"help": "initial log λ_j (wavelet)"})
+    pnp_sigma: float = field(default=0.05, metadata={"help": "initial σ of pnp-sigma-tau"})
+    pnp_tau: float = field(default=1.0, metadata={"help": "initial τ of pnp-sigma-tau"})
+    fixed_point_rtol: float = field(default=1e-5, metadata={"help": "jfb/deq_solve fixed point"})
+    fixed_point_max_blocks: int = field(default=2000, metadata={"help": "cap on Φ_K blocks"})
+    solve_tol: float = field(default=1e-4, metadata={"help": "deq_solve adjoint tolerance"})
+    solve_maxiter: int = field(default=500, metadata={"help": "deq_solve GMRES iterations"})
+    denoiser: str | None = field(default=None, metadata={"help": "DRUNet state dict to load"})
+    denoiser_steps: int = field(default=10000, metadata={"help": "DRUNet pretraining steps"})
+    denoiser_size: int = field(default=128, metadata={"help": "DRUNet pretraining crop size"})
+    denoiser_crops: int = field(default=4000, metadata={"help": "DRUNet pretraining crops"})
+    denoiser_batch: int = field(default=16, metadata={"help": "DRUNet pretraining batch"})
+    denoiser_lr: float = field(default=1e-4, metadata={"help": "DRUNet pretraining lr"})
+    denoiser_nc: tuple[int, int, int, int] = field(
+        default=(64, 128, 256, 512),
+        metadata={"help": "DRUNet channels per scale, written 64,128,256,512", "parse": parse_nc},
+    )
+    denoiser_nb: int = field(default=4, metadata={"help": "DRUNet residual blocks per scale"})
+    device: str = field(default="auto", metadata={"help": "cpu, cuda, cuda:N or auto"})
+    dtype: str = field(default="float32", metadata={"help": "float32 or float64"})
+    threads: int = field(default=0, metadata={"help": "torch CPU threads (0: leave)"})
+    seed: int = field(default=0, metadata={"help": "seed of the crops, noise and batches"})
+    checkpoint_every: int = field(default=25, metadata={"help": "gradient steps between saves"})
+    resume: bool = field(default=False, metadata={"help": "continue the run in the folder"})
+    quiet: bool = field(default=False, metadata={"help": "no progress bars"})
+
+    def __post_init__(self) -> None:
+        # text from the command line becomes typed here; text that does not parse is kept for
+        # validate() to report before any work
+        for name, value in convert_fields(type(self), vars(self), strict=False).items():
+            setattr(self, name, value)
+
+
+DENOISER_PRESETS = {
+    "quick": dict(steps=1500, size=32, crops=512, batch=8, lr=3e-3, nc=(8, 16, 32, 64), nb=1),
+    "paper": dict(
+        steps=10000, size=128, crops=4000, batch=16, lr=1e-4, nc=(64, 128, 256, 512), nb=4
+    ),
+}
+"""The suite's DRUNet per preset: tiny for ``quick``; deepinv's architecture for ``paper``."""
+
+PRESETS: dict[str, dict[str, Any]] = {
+    "quick": dict(
+        size=32,
+        train_pairs=100,
+        batch=4,
+        epochs=3,
+        test_images=1,
+        test_crops=4,
+        device="cpu",
+        dtype="float32",
+        threads=1,
+        lr_weights=5e-4,
+        checkpoint_every=25,
+        **{f"denoiser_{k}": v for k, v in DENOISER_PRESETS["quick"].items()},
+    ),
+    "paper": dict(
+        size=256,
+        train_pairs=600,
+        batch=4,
+        epochs=4,
+        test_images=4,
+        test_crops=4,
+        checkpoint_every=50,
+        **{f"denoiser_{k}": v for k, v in DENOISER_PRESETS["paper"].items()},
+    ),
+}
+"""``quick``: 32×32 crops, 100 pairs, 3 epochs (75 steps), 1 test image (4 crops), float32 on
+one CPU thread (measured 4× faster than two on these small tensors), a tiny DRUNet
+(nc = 8, 16, 32, 64, nb = 1; 1500 steps, about 30 s) and lr 5·10⁻⁴ for its weights (5·10⁻⁵
+barely moves a network this small in 75 steps). Measured on 2 CPU cores: fig1 38 s, fig2
+3 min 20 s (with the DRUNet), fig3 3 min. ``paper``: section 4's 600 pairs of 256×256,
+4 epochs (600 steps), 4 test images, deepinv's DRUNet architecture, for a GPU."""
+
+RESUMABLE = ("resume", "checkpoint_every", "threads", "quiet")
+"""Fields that may change when a run is resumed (they do not change the iterates)."""
+
+
+@dataclass
+class PretrainConfig:
+    """Train the suite's DRUNet (deepinv architecture) on the training images for figs 2–3."""
+
+    preset: str | None = field(
+        default=None, metadata={"help": "quick or paper: the DRUNet of that reproduce preset"}
+    )
+    name: str | None = field(default=None, metadata={"help": "folder name (default: preset)"})
+    out: str = field(default="runs", metadata={"help": "writes <out>/denoiser/<name>/drunet.pt"})
+    images: str | None = field(default=None, metadata={"help": "image folder (default: embedded)"})
+    test_images: int = field(default=4, metadata={"help": "images held out (as reproduce)"})
+    steps: int = field(default=10000, metadata={"help": "Adam steps"})
+    size: int = field(default=128, metadata={"help": "crop size"})
+    crops: int = field(default=4000, metadata={"help": "training crops"})
+    batch: int = field(default=16, metadata={"help": "crops per step"})
+    lr: float = field(default=1e-4, metadata={"help": "Adam learning rate"})
+    sigma_max: float = field(default=0.2, metadata={"help": "noise levels σ ~ U[0, σ_max]"})
+    nc: tuple[int, int, int, int] = field(
+        default=(64, 128, 256, 512),
+        metadata={
+            "help": "channels per scale, written 64,128,256,512",
+            "parse": _parse_pretrain_nc,
+        },
+    )
+    nb: int = field(default=4, metadata={"help": "residual blocks per scale"})
+    device: str = field(default="auto", metadata={"help": "cpu, cuda, cuda:N or auto"})
+    dtype: str = field(default="float32", metadata={"help": "float32 or float64"})
+    threads: int = field(default=0, metadata={"help": "torch CPU threads (0: leave)"})
+    seed: int = field(default=0, metadata={"help": "seed of the split, crops and noise"})
+    checkpoint_every: int = field(default=200, metadata={"help": "steps between saves"})
+    resume: bool = field(default=False, metadata={"help": "continue the checkpoint"})
+    quiet: bool = field(default=False, metadata={"help": "no progress bar"})
+
+    def __post_init__(self) -> None:
+        for name, value in convert_fields(type(self), vars(self), strict=False).items():
+            setattr(self, name, value)
+
+
+PRETRAIN_PRESETS: dict[str, dict[str, Any]] = {
+    name: {
+        **DENOISER_PRESETS[name],
+        **{k: v for k, v in PRESETS[name].items() if k in ("test_images", "device", "threads")},
+    }
+    for name in PRESETS
+}
+"""The denoiser settings of each ``reproduce`` preset, so that both commands agree."""
+
+
+def _positive_ints(cfg: Any, names: tuple[str, ...]) -> None:
+    for name in names:
+        value = getattr(cfg, name)
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            flag = name.replace("_", "-")
+            raise InvalidInputError(f"--{flag} must be an integer >= 1, got {value!r}.")
+
+
+def _common_checks(cfg: ReproduceConfig | PretrainConfig) -> None:
+    if cfg.preset is not None and cfg.preset not in PRESETS:
+        raise InvalidInputError(f"unknown preset {cfg.preset!r}: choose from {', '.join(PRESETS)}.")
+    if cfg.dtype not in ("float32", "float64"):
+        raise InvalidInputError(f"--dtype must be float32 or float64, got {cfg.dtype!r}.")
+    if cfg.images is not None and not Path(cfg.images).is_dir():
+        raise InvalidInputError(
+            f"--images {cfg.images}: no such folder; give a folder of PNG/JPEG images "
+            "(e.g. DIV2K's), or leave it out to use the embedded images."
+        )
+    name = cfg.name if cfg.name is not None else cfg.preset
+    if name is not None and (not name or "/" in name or "\\" in name or name in (".", "..")):
+        raise InvalidInputError(f"--name {name!r}: give a plain folder name.")
+    resolve_device(cfg.device)
+
+
+def validate(cfg: ReproduceConfig) -> None:
+    """Every check of ``reproduce`` that needs no data runs here, before any work."""
+    if cfg.figure not in FIGURES:
+        raise InvalidInputError(f"unknown figure {cfg.figure!r}: choose from {', '.join(FIGURES)}.")
+    if cfg.estimator not in ESTIMATORS:
+        raise InvalidInputError(
+            f"unknown estimator {cfg.estimator!r}: choose from {', '.join(ESTIMATORS)}."
+        )
+    _common_checks(cfg)
+    _positive_ints(
+        cfg,
+        (
+            "test_images",
+            "test_crops",
+            "size",
+            "train_pairs",
+            "batch",
+            "epochs",
+            "fixed_point_max_blocks",
+            "solve_maxiter",
+            "checkpoint_every",
+            "denoiser_steps",
+            "denoiser_size",
+            "denoiser_crops",
+            "denoiser_batch",
+            "denoiser_nb",
+        ),
+    )
+    if cfg.size < 32 or cfg.size % 16:
+        raise InvalidInputError(
+            f"--size {cfg.size}: the 4-level wavelet transform needs a multiple of 16, at "
+            "least 32 (the deblurring kernel is 25 pixels wide)."
+        )
+    if cfg.train_pairs < cfg.batch:
+        raise InvalidInputError(
+            f"--train-pairs {cfg.train_pairs} is fewer than one batch of {cfg.batch}: "
+            "raise --train-pairs or lower --batch."
+        )
+    for name in ("lr", "lr_weights", "denoiser_lr", "pnp_sigma", "pnp_tau", "solve_tol"):
+        value = getattr(cfg, name)
+        if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
+            raise InvalidInputError(f"--{name.replace('_', '-')} must be positive, got {value}.")
+    if not 0 < cfg.fixed_point_rtol < 1:
+        raise InvalidInputError(
+            f"--fixed-point-rtol must be in (0, 1), got {cfg.fixed_point_rtol}."
+        )
+    parse_configs(cfg.configs)
+    parse_nc(cfg.denoiser_nc)
+    if cfg.denoiser is not None and not Path(cfg.denoiser).is_file():
+        raise InvalidInputError(
+            f"--denoiser {cfg.denoiser}: no such file; give a deepinv DRUNet state dict "
+            "(or a checkpoint of retune-suite pretrain-denoiser), or leave it out to train "
+            "the suite's own."
+        )
+
+
+def validate_pretrain(cfg: PretrainConfig) -> None:
+    """Every check of ``pretrain-denoiser`` that needs no data, before any work."""
+    _common_checks(cfg)
+    _positive_ints(cfg, ("test_images", "steps", "size", "crops", "batch", "nb"))
+    _positive_ints(cfg, ("checkpoint_every",))
+    if not cfg.lr > 0 or not cfg.sigma_max > 0:
+        raise InvalidInputError("--lr and --sigma-max must be positive.")
+    parse_nc(cfg.nc, name="nc")
+
+
+def run_name(cfg: ReproduceConfig | PretrainConfig) -> str:
+    """``--name``, else the preset, else ``default``."""
+    return cfg.name or cfg.preset or "default"
+
+
+def run_folder(cfg: ReproduceConfig) -> Path:
+    """``<out>/<figure>/<name>``."""
+    return Path(cfg.out) / cfg.figure / run_name(cfg)
+
+
+def denoiser_folder(out: str, preset: str | None, name: str | None = None) -> Path:
+    """Where ``pretrain-denoiser`` writes and ``reproduce`` looks: ``<out>/denoiser/<name>``."""
+    return Path(out) / "denoiser" / (name or preset or "default")
