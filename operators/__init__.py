@@ -5,6 +5,7 @@ Pustelnik, 2025); equation numbers in docstrings refer to it.
 """
 
 from . import hypergrad, jacobians, problems, prox
+from .equilibrium import equilibrium
 from .errors import ConvergenceError, InvalidInputError, NotContractiveError, RetuneError
 from .iteration import FixedPoint, IterationStats, Restart, fixed_point, restart, unroll
 
@@ -16,6 +17,7 @@ __all__ = [
     "NotContractiveError",
     "Restart",
     "RetuneError",
+    "equilibrium",
     "fixed_point",
     "hypergrad",
     "jacobians",

@@ -33,15 +33,18 @@ from .theta import Loss, Step, Theta, as_tuple, check_count, check_point, fresh_
 
 __all__ = [
     "DENSE_LIMIT",
+    "Estimate",
     "Linearisation",
     "default_solve_tol",
     "deq_exact",
     "deq_neumann",
     "deq_solve",
+    "estimate",
     "jfb",
     "linearise",
     "loss_gradient",
     "retune",
+    "retune_last_block",
     "unrolled",
 ]
 
@@ -414,6 +417,24 @@ def retune(
     check_count(T, "T")
     check_point(x0, "x0", theta)
     x_prev = x0 if T == 1 else restart(step, theta, x0, K, T - 1).x
+    return retune_last_block(step, theta, x_prev, loss, K, readout=readout)[0]
+
+
+def retune_last_block(
+    step: Step,
+    theta: Theta,
+    x_prev: torch.Tensor,
+    loss: Loss,
+    K: int,
+    *,
+    readout: Readout | None = None,
+) -> tuple[Theta, torch.Tensor]:
+    r"""The graph-carrying last block of ReTune (25) from x_{K(T−1)}: (g^R, x_{KT}).
+
+    .. math:: g^R = ∂_xL(x_{KT})ᵀ ∂_θΦ_K(x_{K(T−1)}, θ), \qquad x_{KT} = Φ_K(x_{K(T−1)}, θ)
+
+    :func:`retune` and :func:`operators.estimate.estimate` (adaptive T) share it.
+    """
     lin = Linearisation(step, theta, x_prev, K)
     x_KT = lin.out.detach()
     if not torch.isfinite(x_KT).all():
@@ -422,7 +443,7 @@ def retune(
             "reduce the step size or check the step"
         )
     grad = lin.adjoint_theta(loss_gradient(_objective(loss, readout, theta), x_KT))
-    return _finished(_with_direct(grad, theta, loss, readout, x_KT), "retune")
+    return _finished(_with_direct(grad, theta, loss, readout, x_KT), "retune"), x_KT
 
 
 def unrolled(
@@ -470,3 +491,6 @@ def unrolled(
             )
         grads = torch.autograd.grad(value.reshape(()), leaves, allow_unused=True)
     return _finished(like(theta, _grads_or_raise(grads, leaves)), "unrolled")
+
+
+from .estimate import Estimate, estimate  # noqa: E402

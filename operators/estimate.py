@@ -1,0 +1,577 @@
+r"""One entry point for the six estimators, with the evidence: iterate, statistics, certificate.
+
+:func:`estimate` runs one estimator of :mod:`operators.hypergrad` (built on the same code:
+:func:`operators.iteration.restart` / :func:`~operators.iteration.fixed_point`,
+:class:`~operators.hypergrad.Linearisation` and the public estimators with ``lin=``) and
+returns an :class:`Estimate` whose ``certificate`` is an upper bound on ‖g(θ) − grad‖₂, g the
+DEQ gradient (20) at the true fixed point x̂, computed **without** x̂ (section C of
+``docs/findings.md`` states and proves it). With δ a Lipschitz constant of Φ_K and a point
+y whose block residual is s = ‖Φ_K(y) − y‖,
+
+.. math:: ‖y − x̂‖ ≤ s/(1 − δ), \qquad ‖Φ_K(y) − x̂‖ ≤ δ s/(1 − δ),
+
+and every term of Lemma 1 (29) and of the corrected Theorem 2 (finding F1) is bounded with
+these a-posteriori distances and the constants the caller gives:
+
+===================  ========================================================  ==========
+constant             meaning (on the balls of ``docs/findings.md`` C)          needed by
+===================  ========================================================  ==========
+``delta``            Lipschitz constant δ < 1 of x ↦ Φ_K(x, θ) (e.g. ω(τ)^K)   every one
+``hessian_bound``    Lipschitz constant H of ∂_xL (1 for ½‖x − x̄‖²)            every one
+``lipschitz_theta``  L_θ of Assumption 2: x ↦ ∂_θΦ_K(x) (spectral norm)        every one
+``lipschitz_x``      L_x: x ↦ ∂_xΦ_K(x) (spectral norm); 0 for Φ_K affine in x  unrolled;
+                                                                               sharpens
+                                                                               deq_*
+===================  ========================================================  ==========
+
+‖∂_θΦ_K(x)‖₂ is computed exactly from the dense n×d Jacobian (forward mode) when d ≤
+:data:`DENSE_THETA_LIMIT` and n·d ≤ :data:`DENSE_ENTRIES_LIMIT`; the certificate is then
+``"certified"`` (every constant is given by the caller or exact; up to the floating-point
+rounding of its own evaluation). Beyond those limits ‖∂_θΦ_K‖₂ is a power-iteration (lower)
+estimate and the certificate is only ``"estimated"``. When a constant is missing, or with a
+``readout``, the certificate is None and ``certificate_source["reason"]`` says why.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch.func import jvp, vjp
+
+from . import hypergrad
+from .errors import InvalidInputError
+from .iteration import IterationStats, fixed_point, restart, unroll
+from .jacobians import jacobian_theta, power_iteration, spectral_norm, start_vector
+from .theta import Loss, Step, Theta, as_tuple, check_count, check_point, flat, like, unflat
+
+__all__ = [
+    "DENSE_ENTRIES_LIMIT",
+    "DENSE_THETA_LIMIT",
+    "METHODS",
+    "Estimate",
+    "EstimateStats",
+    "estimate",
+]
+
+METHODS = ("deq_exact", "deq_solve", "deq_neumann", "jfb", "retune", "unrolled")
+DENSE_THETA_LIMIT = 256  # d: forward-mode columns of ∂_θΦ_K for its exact spectral norm
+DENSE_ENTRIES_LIMIT = 2**22  # n·d entries of the dense ∂_θΦ_K (32 MiB in float64)
+
+
+@dataclass(frozen=True)
+class EstimateStats:
+    """Statistics of an :func:`estimate`: the forward iteration (restarts for ``retune`` /
+    ``unrolled``, the fixed-point solve for the others; None when ``x_star`` was given) and
+    the backward adjoint solve (``deq_solve`` only, else None)."""
+
+    forward: IterationStats | None = None
+    backward: IterationStats | None = None
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """A hypergradient with its evidence (see :func:`estimate`).
+
+    ``grad`` has θ's structure; ``x`` is the iterate it was taken at (x_{KT} for ``retune``
+    and ``unrolled``, x̂ or the given ``x_star`` otherwise); ``certificate`` an upper bound
+    on ‖g(θ) − grad‖₂ or None; ``certificate_source`` a dict: ``"status"`` (``"certified"``,
+    ``"estimated"`` or ``"none"``), ``"constants"`` (each one and where it came from:
+    ``"given"``, ``"not given"``, ``"exact (dense ...)"``, ``"estimated (...)"``),
+    ``"terms"`` (the certificate's parts, with ``"forward"`` the part driven by the block
+    residual) and ``"reason"`` when None.
+    """
+
+    grad: Theta
+    x: torch.Tensor
+    stats: EstimateStats
+    certificate: float | None
+    certificate_source: dict[str, Any] = field(default_factory=dict)
+
+
+def _norm(t: torch.Tensor | Theta) -> float:
+    if isinstance(t, torch.Tensor):
+        return torch.linalg.vector_norm(t).item()
+    return torch.linalg.vector_norm(flat(as_tuple(t))).item()
+
+
+def _dense_ok(theta: Theta, x: torch.Tensor) -> bool:
+    d = sum(t.numel() for t in as_tuple(theta))
+    return d <= DENSE_THETA_LIMIT and d * x.numel() <= DENSE_ENTRIES_LIMIT
+
+
+def _dtheta_norm(
+    step: Step, theta: Theta, x: torch.Tensor, K: int, generator: torch.Generator | None
+) -> tuple[float, bool]:
+    """(‖∂_θΦ_K(x)‖₂, exact?): dense n×d Jacobian and SVD within the dense limits (exact),
+    else :func:`~operators.jacobians.power_iteration` on ∂_θΦ_Kᵀ∂_θΦ_K (one JVP and one VJP
+    a step, seeded by ``generator``): a lower estimate, so a certificate using it is only
+    "estimated"."""
+    Phi = unroll(step, K)
+    if _dense_ok(theta, x):
+        return spectral_norm(jacobian_theta(Phi, x, theta)), True
+    leaves = tuple(t.detach() for t in as_tuple(theta))
+    xd = x.detach()
+
+    def f(v: torch.Tensor) -> torch.Tensor:
+        return Phi(xd, like(theta, unflat(v, leaves)))
+
+    v0 = flat(leaves)
+    _, pullback = vjp(f, v0)
+
+    def gram(v: torch.Tensor) -> torch.Tensor:
+        _, Bv = jvp(f, (v0,), (v,))
+        return pullback(Bv)[0]
+
+    start = start_vector(v0, generator)
+    return power_iteration(gram, start, iterations=100, rtol=1e-12) ** 0.5, False
+
+
+def _check_delta(delta: float) -> None:
+    if not (isinstance(delta, int | float) and 0.0 <= delta < 1.0):
+        raise InvalidInputError(
+            f"delta = {delta!r} is not in [0, 1): the certificate needs a Lipschitz constant "
+            "δ < 1 of Φ_K (e.g. the analytic ω(τ)^K); pass delta=None for no certificate."
+        )
+
+
+def _check_constant(value: float | None, name: str) -> None:
+    if value is not None and not (isinstance(value, int | float) and 0.0 <= value < math.inf):
+        raise InvalidInputError(f"{name} = {value!r} must be a finite number >= 0 (or None).")
+
+
+# ---------------------------------------------------------------------------------------------
+# Certificate formulas (docs/findings.md, section C). a = δ/(1 − δ); ρ_B, ρ_L bound the
+# distances to x̂ of the points where ∂_θΦ_K and ∂_xL were evaluated; G = ‖∂_xL‖, β = ‖∂_θΦ_K‖ there.
+# ---------------------------------------------------------------------------------------------
+
+
+def jacobian_free_certificate(
+    delta: float, G: float, beta: float, rho_B: float, rho_L: float, L_theta: float, H: float
+) -> tuple[float, float]:
+    r"""Bound on ‖g − ∂_θΦ_K(x_B)ᵀ∂_xL(x_L)‖₂ (Lemma 1 (29) + corrected Theorem 2 split (37)).
+
+    .. math::
+
+        C = \frac{δ}{1−δ}(G + Hρ_L)(β + L_θρ_B) + L_θρ_B(G + Hρ_L) + βHρ_L
+
+    with ‖x_B − x̂‖ ≤ ρ_B, ‖x_L − x̂‖ ≤ ρ_L. Returns (C, C − δ/(1−δ)Gβ): the total and its
+    part driven by the distances (0 at ρ = 0, where C is Lemma 1's bound at the point).
+    """
+    a = delta / (1.0 - delta)
+    G_hat, B_hat = G + H * rho_L, beta + L_theta * rho_B
+    total = a * G_hat * B_hat + L_theta * rho_B * G_hat + beta * H * rho_L
+    return total, total - a * G * beta
+
+
+def implicit_certificate(
+    delta: float,
+    G: float,
+    beta: float,
+    rho: float,
+    L_theta: float,
+    H: float,
+    L_x: float,
+    inner: float,
+) -> float:
+    r"""Bound on ‖g − ∂_θΦ_K(x_s)ᵀ w‖₂ for an adjoint w at x_s, ‖x_s − x̂‖ ≤ ρ (eq. (20)).
+
+    .. math::
+
+        C = \frac{L_θρ\,Ĝ}{1−δ} + β\Big(\frac{L_xρ\,Ĝ}{(1−δ)^2} + \frac{Hρ}{1−δ}\Big)
+            + β\,ε_w, \qquad Ĝ = G + Hρ
+
+    where ε_w ≥ ‖w − (I − ∂_xΦ_K(x_s)ᵀ)⁻¹∂_xL(x_s)‖ (``inner``: 0 for a direct solve,
+    ‖res‖/(1−δ) for an iterative one, δ^{P+1}G/(1−δ) for the Neumann sum (22)).
+    """
+    G_hat = G + H * rho
+    return (
+        L_theta * rho * G_hat / (1.0 - delta)
+        + beta * (L_x * rho * G_hat / (1.0 - delta) ** 2 + H * rho / (1.0 - delta))
+        + beta * inner
+    )
+
+
+def unrolled_certificate(
+    delta: float,
+    G: float,
+    beta: float,
+    residuals: list[float],
+    L_theta: float,
+    H: float,
+    L_x: float,
+) -> float:
+    r"""Bound on ‖g − g^{KT}‖₂ for AD through T blocks (23), from the block residuals r_t.
+
+    With ρ_t = r_t/(1−δ) ≥ ‖x_{Kt} − x̂‖ (t < T), ρ_T = δρ_{T−1}, G = ‖∂_xL(x_{KT})‖,
+    B̂ = β + L_θρ_{T−1} ≥ ‖∂_θΦ_K(x̂)‖ (β at x_{K(T−1)}):
+
+    .. math::
+
+        C = \frac{δ^T}{1−δ}(G + Hρ_T)B̂ + \sum_{j=0}^{T−1}\Big(Hρ_Tδ^jB̂
+            + G B̂ L_x δ^{j−1}\sum_{i=1}^{j}ρ_{T−i} + Gδ^jL_θρ_{T−1−j}\Big)
+    """
+    T = len(residuals)
+    rho = [r / (1.0 - delta) for r in residuals] + [delta * residuals[-1] / (1.0 - delta)]
+    B_hat = beta + L_theta * rho[T - 1]
+    total = delta**T / (1.0 - delta) * (G + H * rho[T]) * B_hat
+    partial = 0.0  # Σ_{i=1}^{j} ρ_{T−i}
+    for j in range(T):
+        if j >= 1:
+            partial += rho[T - j]
+        jac = L_x * delta ** (j - 1) * partial if j >= 1 else 0.0
+        total += H * rho[T] * delta**j * B_hat + G * B_hat * jac
+        total += G * delta**j * L_theta * rho[T - 1 - j]
+    return total
+
+
+# ---------------------------------------------------------------------------------------------
+
+
+def _missing(**constants: float | None) -> list[str]:
+    return [name for name, value in constants.items() if value is None]
+
+
+def _source(
+    status: str, constants: dict[str, str], terms: dict[str, float], reason: str = ""
+) -> dict[str, Any]:
+    out: dict[str, Any] = {"status": status, "constants": constants, "terms": terms}
+    if reason:
+        out["reason"] = reason
+    return out
+
+
+def _given(**constants: float | None) -> dict[str, str]:
+    return {k: ("given" if v is not None else "not given") for k, v in constants.items()}
+
+
+def _concat_stats(
+    head: IterationStats | None, r_last: float, K: int, converged: bool, reason: str
+) -> IterationStats:
+    previous = head.residuals if head is not None else torch.zeros(0, dtype=torch.float64)
+    residuals = torch.cat([previous, torch.tensor([r_last], dtype=torch.float64)])
+    T = residuals.numel()
+    return IterationStats(
+        residuals=residuals, blocks=T, evaluations=K * T, converged=converged, reason=reason
+    )
+
+
+def estimate(
+    method: str,
+    step: Step,
+    theta: Theta,
+    x0: torch.Tensor,
+    loss: Loss,
+    *,
+    K: int,
+    T: int | str | None = None,
+    P: int | None = None,
+    x_star: torch.Tensor | None = None,
+    delta: float | None = None,
+    lipschitz_theta: float | None = None,
+    hessian_bound: float | None = None,
+    lipschitz_x: float | None = None,
+    tol: float | None = None,
+    T_max: int = 10_000,
+    readout: hypergrad.Readout | None = None,
+    solver: str = "gmres",
+    maxiter: int = 1000,
+    fixed_point_rtol: float | None = None,
+    generator: torch.Generator | None = None,
+) -> Estimate:
+    r"""Run one estimator and certify it: :class:`Estimate` (grad, x, stats, certificate).
+
+    ``method`` is one of :data:`METHODS`. ``retune`` and ``unrolled`` run T blocks of Φ_K from
+    ``x0``; the others solve for x̂ from ``x0`` (:func:`operators.fixed_point`, relative
+    tolerance ``fixed_point_rtol``) unless ``x_star`` is given. ``grad`` equals what the
+    matching function of :mod:`operators.hypergrad` returns, exactly.
+
+    Certificate, an upper bound on ‖g(θ) − grad‖₂ (g: the DEQ gradient (20) at the true x̂,
+    never computed here) from the a-posteriori distances s/(1−δ) of the block residual s:
+
+    - ``retune`` (25): :func:`jacobian_free_certificate` with ρ_B = r/(1−δ), ρ_L = δr/(1−δ),
+      r = ‖x_{KT} − x_{K(T−1)}‖ (Lemma 1 + corrected Theorem 2). As T → ∞ it tends to Lemma
+      1's bound (29) with the constants at x̂.
+    - ``jfb`` (28) and ``deq_neumann`` with P = 0: the same with ρ_B = ρ_L = ‖Φ_K(x_s) −
+      x_s‖/(1−δ) at x_s (x̂ computed, or ``x_star``).
+    - ``deq_exact``, ``deq_solve``, ``deq_neumann`` (20), (22): the smaller of the JFB
+      certificate plus the computed ‖grad − g^JF(x_s)‖ (triangle inequality), and, with
+      ``lipschitz_x``, :func:`implicit_certificate` (adjoint residual ‖res‖/(1−δ) for
+      ``deq_solve``, Neumann tail δ^{P+1}‖∂_xL‖/(1−δ)).
+    - ``unrolled`` (23): :func:`unrolled_certificate`; needs ``lipschitz_x`` (the unrolled
+      gradient multiplies Jacobians ∂_xΦ_K at every iterate), else None.
+
+    ``delta``, ``hessian_bound`` and ``lipschitz_theta`` are needed by every certificate
+    (None without them); each must hold on the balls of ``docs/findings.md`` (section C). Beyond the
+    dense limits ‖∂_θΦ_K‖₂ is estimated by a power iteration seeded by ``generator`` and the
+    certificate is ``"estimated"``, never ``"certified"``.
+
+    ``T="auto"`` (``retune`` only) runs blocks one at a time without a graph until the
+    certificate's forward part (the terms driven by r: ``certificate_source["terms"]
+    ["forward"]``) is at most ``tol``, or ``T_max`` blocks; ``stats.forward.reason`` says
+    which (``"tolerance"`` or ``"T_max"``), ``stats.forward.blocks`` is the T used; each
+    candidate block also costs one dense ∂_θΦ_K (d forward-mode products). For
+    ``deq_solve`` ``tol`` is the adjoint solve's relative tolerance (and ``solver``,
+    ``maxiter`` its method and budget).
+    """
+    if method not in METHODS:
+        raise InvalidInputError(f"method must be one of {', '.join(METHODS)}, got {method!r}.")
+    check_count(K, "K")
+    check_point(x0, "x0", theta)
+    if delta is not None:
+        _check_delta(delta)
+    for value, name in (
+        (lipschitz_theta, "lipschitz_theta"),
+        (hessian_bound, "hessian_bound"),
+        (lipschitz_x, "lipschitz_x"),
+    ):
+        _check_constant(value, name)
+    constants = _given(
+        delta=delta,
+        hessian_bound=hessian_bound,
+        lipschitz_theta=lipschitz_theta,
+        lipschitz_x=lipschitz_x,
+    )
+    if method in ("retune", "unrolled"):
+        if T is None:
+            raise InvalidInputError(f"{method} needs T (the number of restarts), e.g. T=10.")
+        if T == "auto" and method != "retune":
+            raise InvalidInputError("T='auto' is for method='retune' only.")
+        if method == "retune":
+            return _estimate_retune(
+                step, theta, x0, loss, K, T, delta, lipschitz_theta, hessian_bound,
+                tol, T_max, readout, constants, generator,
+            )  # fmt: skip
+        return _estimate_unrolled(
+            step, theta, x0, loss, K, T, delta, lipschitz_theta, hessian_bound, lipschitz_x,
+            readout, constants, generator,
+        )  # fmt: skip
+    return _estimate_implicit(
+        method, step, theta, x0, loss, K, P, x_star, delta, lipschitz_theta, hessian_bound,
+        lipschitz_x, tol, readout, solver, maxiter, fixed_point_rtol, constants, generator,
+    )  # fmt: skip
+
+
+def _no_certificate(
+    readout: Any, constants: dict[str, str], **needed: float | None
+) -> dict[str, Any] | None:
+    """The certificate_source of a None certificate, or None when one can be computed."""
+    if readout is not None:
+        reason = (
+            "a readout R(u, θ) adds a direct term whose variation between x and x̂ is not "
+            "bounded by the given constants"
+        )
+        return _source("none", constants, {}, reason)
+    missing = _missing(**needed)
+    if missing:
+        return _source("none", constants, {}, "missing constant(s): " + ", ".join(missing))
+    return None
+
+
+def _beta(
+    step: Step,
+    theta: Theta,
+    x: torch.Tensor,
+    K: int,
+    constants: dict[str, str],
+    generator: torch.Generator | None,
+) -> tuple[float, str]:
+    """β = ‖∂_θΦ_K(x)‖₂ and the status it gives the certificate (recorded in ``constants``)."""
+    beta, exact = _dtheta_norm(step, theta, x, K, generator)
+    if exact:
+        constants["dtheta_norm"] = "exact (dense n×d Jacobian, SVD)"
+        return beta, "certified"
+    d = sum(t.numel() for t in as_tuple(theta))
+    constants["dtheta_norm"] = (
+        f"estimated (power iteration, a lower estimate: d = {d}, n·d = {d * x.numel()} beyond "
+        f"the dense limits d ≤ {DENSE_THETA_LIMIT}, n·d ≤ {DENSE_ENTRIES_LIMIT})"
+    )
+    return beta, "estimated"
+
+
+def _estimate_retune(
+    step: Step,
+    theta: Theta,
+    x0: torch.Tensor,
+    loss: Loss,
+    K: int,
+    T: int | str,
+    delta: float | None,
+    L_theta: float | None,
+    H: float | None,
+    tol: float | None,
+    T_max: int,
+    readout: Any,
+    constants: dict[str, str],
+    generator: torch.Generator | None,
+) -> Estimate:
+    def certify(y: torch.Tensor, x: torch.Tensor, r: float) -> tuple[float, float, str]:
+        """(certificate, forward part, status) for the last block y → x = Φ_K(y)."""
+        assert delta is not None and L_theta is not None and H is not None
+        beta, status = _beta(step, theta, y, K, constants, generator)
+        G = _norm(hypergrad.loss_gradient(loss, x))
+        rho_B = r / (1.0 - delta)
+        total, forward = jacobian_free_certificate(delta, G, beta, rho_B, delta * rho_B, L_theta, H)
+        return total, forward, status
+
+    if T == "auto":
+        if tol is None or not tol > 0:
+            raise InvalidInputError(f"T='auto' needs tol > 0 (the forward part), got {tol!r}.")
+        check_count(T_max, "T_max")
+        if readout is not None or _missing(delta=delta, lipschitz_theta=L_theta, hessian_bound=H):
+            raise InvalidInputError(
+                "T='auto' stops on the certificate: give delta, lipschitz_theta and "
+                "hessian_bound, and no readout."
+            )
+        residuals: list[torch.Tensor] = []
+        y, reason = x0, "T_max"
+        for t in range(1, T_max + 1):
+            block = restart(step, theta, y, K, 1)  # one block, no graph
+            r = block.stats.residuals[0].item()
+            _, forward, _ = certify(y, block.x, r)
+            if forward <= tol:
+                reason = "tolerance"
+                break
+            if t < T_max:
+                residuals.append(block.stats.residuals)
+                y = block.x
+        head = None
+        if residuals:
+            res = torch.cat(residuals)
+            head = IterationStats(residuals=res, blocks=res.numel())
+        grad, x_KT = hypergrad.retune_last_block(step, theta, y, loss, K, readout=readout)
+        r = _norm(x_KT - y)
+        stats = _concat_stats(head, r, K, reason == "tolerance", reason)
+        total, forward, status = certify(y, x_KT, r)
+        source = _source(status, constants, {"forward": forward, "lemma1": total - forward})
+        return Estimate(grad, x_KT, EstimateStats(forward=stats), total, source)
+
+    check_count(T, "T")  # type: ignore[arg-type]
+    assert isinstance(T, int)
+    if T == 1:
+        x_prev, head = x0, None
+    else:
+        first = restart(step, theta, x0, K, T - 1)
+        x_prev, head = first.x, first.stats
+    grad, x_KT = hypergrad.retune_last_block(step, theta, x_prev, loss, K, readout=readout)
+    r = _norm(x_KT - x_prev)
+    stats = EstimateStats(forward=_concat_stats(head, r, K, False, ""))
+    none = _no_certificate(
+        readout, constants, delta=delta, lipschitz_theta=L_theta, hessian_bound=H
+    )
+    if none is not None:
+        return Estimate(grad, x_KT, stats, None, none)
+    total, forward, status = certify(x_prev, x_KT, r)
+    source = _source(status, constants, {"forward": forward, "lemma1": total - forward})
+    return Estimate(grad, x_KT, stats, total, source)
+
+
+def _estimate_unrolled(
+    step: Step,
+    theta: Theta,
+    x0: torch.Tensor,
+    loss: Loss,
+    K: int,
+    T: int,
+    delta: float | None,
+    L_theta: float | None,
+    H: float | None,
+    L_x: float | None,
+    readout: Any,
+    constants: dict[str, str],
+    generator: torch.Generator | None,
+) -> Estimate:
+    check_count(T, "T")
+    grad = hypergrad.unrolled(step, theta, x0, loss, K, T, readout=readout)
+    run = restart(step, theta, x0, K, T)  # the same iterates, without a graph: x, residuals
+    stats = EstimateStats(forward=run.stats)
+    none = _no_certificate(
+        readout, constants, delta=delta, lipschitz_theta=L_theta, hessian_bound=H,
+        lipschitz_x=L_x,
+    )  # fmt: skip
+    if none is not None:
+        return Estimate(grad, run.x, stats, None, none)
+    assert delta is not None and L_theta is not None and H is not None and L_x is not None
+    beta, status = _beta(step, theta, run.x_prev, K, constants, generator)
+    G = _norm(hypergrad.loss_gradient(loss, run.x))
+    total = unrolled_certificate(delta, G, beta, run.stats.residuals.tolist(), L_theta, H, L_x)
+    source = _source(status, constants, {"forward": total})
+    return Estimate(grad, run.x, stats, total, source)
+
+
+def _estimate_implicit(
+    method: str,
+    step: Step,
+    theta: Theta,
+    x0: torch.Tensor,
+    loss: Loss,
+    K: int,
+    P: int | None,
+    x_star: torch.Tensor | None,
+    delta: float | None,
+    L_theta: float | None,
+    H: float | None,
+    L_x: float | None,
+    tol: float | None,
+    readout: Any,
+    solver: str,
+    maxiter: int,
+    rtol: float | None,
+    constants: dict[str, str],
+    generator: torch.Generator | None,
+) -> Estimate:
+    forward = None
+    if x_star is None:
+        forward_run = fixed_point(step, theta, x0, K, rtol=rtol)
+        x_star, forward = forward_run.x, forward_run.stats
+    lin = hypergrad.linearise(step, theta, x_star, K)
+    backward = None
+    if method == "jfb":
+        grad = hypergrad.jfb(step, theta, x_star, loss, K, readout=readout, lin=lin)
+    elif method == "deq_neumann":
+        if P is None:
+            raise InvalidInputError("deq_neumann needs P (the number of Neumann terms), e.g. P=5.")
+        grad = hypergrad.deq_neumann(step, theta, x_star, loss, K, P, readout=readout, lin=lin)
+    elif method == "deq_exact":
+        grad = hypergrad.deq_exact(step, theta, x_star, loss, K, readout=readout, lin=lin)
+    else:
+        grad, backward = hypergrad.deq_solve(
+            step, theta, x_star, loss, K, tol=tol, method=solver, maxiter=maxiter,
+            return_stats=True, readout=readout, lin=lin,
+        )  # fmt: skip
+    stats = EstimateStats(forward=forward, backward=backward)
+    none = _no_certificate(
+        readout, constants, delta=delta, lipschitz_theta=L_theta, hessian_bound=H
+    )
+    if none is not None:
+        return Estimate(grad, x_star, stats, None, none)
+    assert delta is not None and L_theta is not None and H is not None
+    beta, status = _beta(step, theta, x_star, K, constants, generator)
+    s = _norm(lin.out.detach() - lin.x)  # ‖Φ_K(x_s) − x_s‖ at the point used
+    rho = s / (1.0 - delta)
+    G = _norm(hypergrad.loss_gradient(loss, x_star))
+    jf_total, jf_forward = jacobian_free_certificate(delta, G, beta, rho, rho, L_theta, H)
+    terms: dict[str, float] = {"residual": s}
+    if method == "jfb" or (method == "deq_neumann" and P == 0):
+        terms.update(forward=jf_forward, lemma1=jf_total - jf_forward)
+        return Estimate(grad, x_star, stats, jf_total, _source(status, constants, terms))
+    g_jf = hypergrad.jfb(step, theta, x_star, loss, K, lin=lin)
+    gap = _norm(flat(as_tuple(grad)) - flat(as_tuple(g_jf)))
+    candidates = {"jfb_plus_gap": jf_total + gap}
+    if L_x is not None:
+        if method == "deq_exact":
+            inner = 0.0
+        elif method == "deq_solve":
+            assert backward is not None
+            inner = backward.residuals[-1].item() * G / (1.0 - delta)
+        else:
+            assert P is not None
+            inner = delta ** (P + 1) * G / (1.0 - delta)
+        candidates["implicit"] = implicit_certificate(delta, G, beta, rho, L_theta, H, L_x, inner)
+        terms["inner"] = inner
+    terms.update(candidates)
+    best = min(candidates, key=candidates.__getitem__)
+    terms["used"] = best  # type: ignore[assignment]
+    return Estimate(grad, x_star, stats, candidates[best], _source(status, constants, terms))
