@@ -43,6 +43,9 @@ class Report:
     constants: dict[str, Any]
     compared: dict[str, str] = field(default_factory=dict)
     reasons: dict[str, str] = field(default_factory=dict)
+    certificates: dict[str, float | None] = field(default_factory=dict)
+    certificate_status: dict[str, str] = field(default_factory=dict)
+    certificate_holds: dict[str, bool | None] = field(default_factory=dict)
 
     def to_frame(self):
         """pandas DataFrame: a row per bound (observed, bound, holds) and per constant."""
@@ -62,6 +65,22 @@ class Report:
                     "holds": self.holds[name],
                     "bound/observed": bound / observed if observed > 0 else float("inf"),
                     "reason": self.reasons.get(name, ""),
+                }
+            )
+        for name, value in self.certificates.items():
+            observed = self.errors[name]
+            rows.append(
+                {
+                    "kind": "certificate",
+                    "name": f"certificate_{name}",
+                    "quantity": name,
+                    "observed": observed,
+                    "bound": value,
+                    "holds": self.certificate_holds[name],
+                    "bound/observed": (
+                        value / observed if value is not None and observed > 0 else None
+                    ),
+                    "reason": self.certificate_status[name].removeprefix("certified"),
                 }
             )
         for name, value in self.constants.items():
@@ -141,6 +160,9 @@ def verify(
     x_star: torch.Tensor | None = None,
     solve_tol: float = 1e-12,
     generator: torch.Generator | None = None,
+    lipschitz_theta: float | None = None,
+    hessian_bound: float | None = None,
+    lipschitz_x: float | None = None,
 ) -> Report:
     r"""Check Theorem 1, Lemma 1, Theorem 2, Corollary 1 and the Neumann bound on one problem.
 
@@ -159,6 +181,12 @@ def verify(
         nonlinear map.
     x_star
         The fixed point, if known; otherwise computed to float64 precision.
+    lipschitz_theta, hessian_bound, lipschitz_x
+        Constants of the a-posteriori certificates (``hypergrad.estimate``, section C of
+        ``docs/findings.md``): L_θ of Assumption 2 and the Lipschitz constants of ∂_xL and
+        ∂_xΦ_K. With ``delta`` they give ``certificates`` (a bound on each estimator's error
+        computed without x̂) next to the a-priori bounds; the frame's ``bound/observed`` is the
+        tightness of each.
 
     Every constant is exact at the points the proofs use (dense SVDs, exact secant ratios,
     see :mod:`bounds.constants`) or marked estimated; ``holds`` allows only a rounding margin
@@ -373,6 +401,45 @@ def verify(
             holds[name], reasons[name] = _verdict(
                 errors[quantity], bound, slack, uncertainty, missing
             )
+    certificates: dict[str, float | None] = {}
+    status: dict[str, str] = {}
+    cert_holds: dict[str, bool | None] = {}
+    if delta is not None and lipschitz_theta is not None and hessian_bound is not None:
+        runs = {
+            "retune": dict(T=T),
+            "jfb": dict(x_star=x_star),
+            "neumann": dict(x_star=x_star, P=P),
+            "deq_solve": dict(x_star=x_star, tol=solve_tol),
+        }
+        methods = {"neumann": "deq_neumann"}
+        for name, extra in runs.items():
+            est = hypergrad.estimate(
+                methods.get(name, name),
+                step,
+                theta,
+                x0,
+                loss,
+                K=K,
+                delta=float(delta),
+                lipschitz_theta=lipschitz_theta,
+                hessian_bound=hessian_bound,
+                lipschitz_x=lipschitz_x,
+                generator=generator,
+                **extra,
+            )
+            certificates[name] = est.certificate
+            source = est.certificate_source
+            certified = source["status"] == "certified" and est.certificate is not None
+            reason = f"certificate {source['status']}: {source.get('reason', '')}".strip()
+            status[name] = "certified" if certified else reason
+            if certified:
+                # the same rounding margin and reference uncertainty as for the bounds
+                slack = FP_ULPS * eps * (scale[name] + est.certificate)
+                cert_holds[name], _ = _verdict(
+                    errors[name], est.certificate, slack, uncertainty, []
+                )
+            else:
+                cert_holds[name] = None
     return Report(
         K=K,
         T=T,
@@ -385,4 +452,7 @@ def verify(
         constants=consts,
         compared=compared,
         reasons=reasons,
+        certificates=certificates,
+        certificate_status=status,
+        certificate_holds=cert_holds,
     )

@@ -12,9 +12,11 @@ import math
 
 import pytest
 import torch
+from hypothesis import given
 
 import bounds
 from bounds import statements as S
+from tests.test_estimate import certified_instances, constants
 
 F64 = torch.float64
 
@@ -163,3 +165,53 @@ def test_printed_theorem2_o_term_is_the_taylor_remainder():
     assert report.bounds["theorem2"] == pytest.approx(
         without + c["dtheta_prev"] * c["taylor_remainder"], rel=1e-14
     )
+
+
+@given(certified_instances)
+def test_verify_certificates_hold_next_to_the_bounds(inst):
+    """With δ, L_θ (exact for Φ_K affine in x), H = 1 and L_x = 0, verify reports a certified
+    a-posteriori certificate per estimator (section C of docs/findings.md), and each bounds
+    the observed error (a verdict, True)."""
+    c = constants(inst)
+    report = bounds.verify(
+        inst.step,
+        inst.theta,
+        inst.x0,
+        inst.loss,
+        K=inst.K,
+        T=inst.T,
+        delta=c["delta"],
+        lipschitz_theta=c["lipschitz_theta"],
+        hessian_bound=1.0,
+        lipschitz_x=0.0,
+    )
+    assert set(report.certificates) == {"retune", "jfb", "neumann", "deq_solve"}
+    for name, value in report.certificates.items():
+        assert report.certificate_status[name] == "certified", report.certificate_status
+        assert report.certificate_holds[name] is True, (name, report.errors[name], value)
+    frame = report.to_frame()
+    assert (frame.kind == "certificate").sum() == 4
+
+
+def test_verify_certificate_attained_for_jfb():
+    """φ = ½x + θ, L = ½(x − 3)²: at x̂ the JFB certificate equals Lemma 1's value and the
+    error (2.0), so bound/observed is 1 (no vacuous bound)."""
+    report = bounds.verify(
+        lambda x, t: t * x + 1.0,
+        torch.tensor([0.5], dtype=F64),
+        torch.zeros(1, dtype=F64),
+        lambda x: 0.5 * ((x - 3.0) ** 2).sum(),
+        K=1,
+        T=5,
+        delta=0.5,
+        lipschitz_theta=1.0,
+        hessian_bound=1.0,
+    )
+    assert report.errors["jfb"] == pytest.approx(2.0, rel=1e-12)
+    assert report.certificates["jfb"] == pytest.approx(2.0, rel=1e-12)
+    assert report.certificate_holds["jfb"] is True
+
+
+def test_verify_without_certificate_constants_has_none():
+    step, theta, x0, loss = _wavy()
+    assert bounds.verify(step, theta, x0, loss, K=1, T=1, delta=0.9).certificates == {}
