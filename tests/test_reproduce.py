@@ -254,6 +254,13 @@ def test_every_flag_has_help(command, config, capsys):
         (dict(denoiser="/no/such/file.pt"), "--denoiser"),
         (dict(dtype="float16"), "--dtype"),
         (dict(name="a/b"), "--name"),
+        (dict(T="auto"), "--tol > 0"),
+        (dict(T="auto", tol=0.0), "--tol > 0"),
+        (dict(T="auto", tol=float("nan")), "--tol > 0"),
+        (dict(T="auto", tol=1e-3, estimator="jfb"), "retune only"),
+        (dict(T="auto", tol=1e-3, figure="fig2"), "fig1"),
+        (dict(tol=1e-3), "--T auto only"),
+        (dict(T="5", tol=1e-3), "only value is auto"),
     ],
 )
 def test_validation_before_any_work(tmp_path, changes, message):
@@ -352,3 +359,138 @@ def test_pretrain_denoiser_resume_refuses_changed_settings(tmp_path, capsys):
     assert path.read_bytes() == before
     assert main([*args, "--resume", "--crops", "6", "--steps", "3"]) == 2
     assert "data shape: [4, 3, 32, 32] -> [6, 3, 32, 32]" in capsys.readouterr().err
+
+
+def _batch(model: str, dtype=torch.float64):
+    """A fig1 batch of 4 pairs (32×32) at θ⁰: (Problem, its section-4 problem, θ, clean)."""
+    from experiments.common.data import crops
+    from experiments.reproduce import train as tr
+    from experiments.reproduce.command import _split
+
+    train_images, _ = _split(rp.ReproduceConfig(test_images=1))
+    clean = crops(train_images, 32, 4, 0)
+    data = tr.make_data("denoise", clean, clean[:1], 0, torch.device("cpu"), dtype)
+    theta = tr.initial_theta(
+        model, log_lambda=0.0, pnp_sigma=0.05, pnp_tau=1.0, denoiser=None,
+        device=torch.device("cpu"), dtype=dtype,
+    )  # fmt: skip
+    problem = tr.Problem(model, "denoise", data.forward)
+    return problem, problem.section4(data.y, theta), theta, data.clean
+
+
+@pytest.mark.parametrize("estimator", ["retune", "unrolled", "jfb", "deq_solve"])
+@pytest.mark.parametrize("model", ["wavelet-B", "wavelet-BC"])
+def test_step_gives_exactly_the_hypergrad_estimator(estimator, model):
+    """The training step goes through operators.estimate and gives the gradient of the matching
+    hypergrad function bit for bit, and the iterate it was taken at."""
+    from experiments.reproduce import train as tr
+    from operators import fixed_point, hypergrad, restart
+
+    _, p, theta, clean = _batch(model)
+    K, T = 2, 3
+    settings = tr.TrainSettings(estimator=estimator, fixed_point_rtol=1e-10)
+
+    def loss(x):
+        return torch.mean((x - clean) ** 2)
+
+    est = tr.hypergradient(settings, p.step, theta, p.x0, loss, K, T, p.readout, delta=p.delta(K))
+    if estimator in ("retune", "unrolled"):
+        want = getattr(hypergrad, estimator)(p.step, theta, p.x0, loss, K, T, readout=p.readout)
+        x = restart(p.step, theta, p.x0, K, T).x
+        assert est.stats.forward.blocks == T
+    else:
+        x = fixed_point(
+            p.step, theta, p.x0, K, method="anderson", rtol=1e-10,
+            max_blocks=settings.fixed_point_max_blocks,
+        ).x  # fmt: skip
+        if estimator == "jfb":
+            want = hypergrad.jfb(p.step, theta, x, loss, K, readout=p.readout)
+        else:
+            want = hypergrad.deq_solve(
+                p.step, theta, x, loss, K, tol=settings.solve_tol,
+                maxiter=settings.solve_maxiter, readout=p.readout,
+            )  # fmt: skip
+    assert _same(est.grad, want)
+    assert torch.equal(est.x, x)
+    # a read-out: no certificate (with δ_K given), and the reason says so
+    assert est.certificate is None and est.certificate_source["status"] == "none"
+    assert "readout" in est.certificate_source["reason"]
+
+
+def _same(a, b) -> bool:
+    """θ-structured gradients equal bit for bit, leaf by leaf."""
+    from operators.theta import as_tuple
+
+    left, right = as_tuple(a), as_tuple(b)
+    return len(left) == len(right) and all(
+        torch.equal(x, y) for x, y in zip(left, right, strict=True)
+    )
+
+
+@pytest.mark.parametrize("model", ["wavelet-B", "wavelet-BC"])
+def test_T_auto_step_is_retune_at_the_T_it_used(model):
+    """--T auto: the first T whose distance bound δ_K r_T/(1 − δ_K) is <= tol, at most T_max,
+    and g is hypergrad.retune at that T, bit for bit."""
+    from experiments.reproduce import train as tr
+    from operators import hypergrad, restart
+
+    _, p, theta, clean = _batch(model)
+    K, T_max, tol = 2, 30, 4.0
+    delta = p.delta(K)
+
+    def loss(x):
+        return torch.mean((x - clean) ** 2)
+
+    residuals = restart(p.step, theta, p.x0, K, T_max).stats.residuals
+    bounds = delta * residuals / (1 - delta)
+    expected = int(torch.nonzero(bounds <= tol)[0]) + 1  # 1-based: the first block below tol
+    assert 1 < expected < T_max  # this batch tests a T strictly inside the range
+    settings = tr.TrainSettings(T_auto=True, tol=tol)
+    est = tr.hypergradient(settings, p.step, theta, p.x0, loss, K, T_max, p.readout, delta=delta)
+    assert est.stats.forward.blocks == expected
+    assert est.stats.forward.converged and est.stats.forward.reason == "tolerance"
+    want = hypergrad.retune(p.step, theta, p.x0, loss, K, expected, readout=p.readout)
+    assert _same(est.grad, want)
+    assert torch.equal(est.x, restart(p.step, theta, p.x0, K, expected).x)
+    # T_max caps it; without δ_K there is nothing to stop on
+    capped = tr.hypergradient(settings, p.step, theta, p.x0, loss, K, 3, p.readout, delta=delta)
+    assert capped.stats.forward.blocks == 3 and capped.stats.forward.reason == "T_max"
+    with pytest.raises(InvalidInputError, match="analytic"):
+        tr.hypergradient(settings, p.step, theta, p.x0, loss, K, T_max, p.readout)
+
+
+def test_metrics_have_the_certificate_columns(fig1_run):
+    metrics = pd.read_csv(fig1_run / "metrics.csv")
+    for column in ("certificate", "certificate_status", "T_used"):
+        assert column in metrics
+    # the wavelet models read their image out (R(u, θ) = Dᵀθ⁻¹u) and L_θ is unknown: no
+    # certificate, logged as NaN with status none; T_used is the configuration's T
+    assert metrics.certificate.isna().all() and set(metrics.certificate_status) == {"none"}
+    assert (metrics.T_used == metrics["T"]).all()
+
+
+def test_T_auto_trains_and_logs_the_T_used(tmp_path):
+    cfg = tiny(tmp_path, configs="2,1;2,30", epochs=3, T="auto", tol=4.0)
+    assert rp.run_reproduce(cfg) == 0
+    metrics = pd.read_csv(tmp_path / "fig1" / "t" / "metrics.csv")
+    assert len(metrics) == 2 * 2 * 3 and np.isfinite(metrics.grad_norm).all()
+    assert (metrics.T_used >= 1).all() and (metrics.T_used <= metrics["T"]).all()
+    assert (metrics[metrics["T"] == 1].T_used == 1).all()
+    long = metrics[metrics["T"] == 30]
+    assert (long.T_used > 1).all() and (long.T_used < 30).all()  # stopped on the tolerance
+    saved = json.loads((tmp_path / "fig1" / "t" / "config.json").read_text())
+    assert (saved["T"], saved["tol"]) == ("auto", 4.0)
+
+
+def test_T_auto_from_the_command_line(tmp_path, capsys):
+    assert main(["reproduce", "fig1", "--T", "auto", "--out", str(tmp_path)]) == 2
+    assert "--T auto needs --tol > 0" in capsys.readouterr().err
+    assert main(["reproduce", "fig1", "--T", "auto", "--tol", "x", "--out", str(tmp_path)]) == 2
+    assert "--T auto needs --tol > 0 (e.g. --tol 1e-3), got 'x'" in capsys.readouterr().err
+    assert not list(tmp_path.iterdir())
+    args = ["reproduce", "fig1", "--out", str(tmp_path), "--name", "c", "--size", "32"]
+    args += ["--train-pairs", "4", "--test-images", "1", "--test-crops", "1", "--epochs", "1"]
+    args += ["--configs", "2,30", "--T", "auto", "--tol", "4", "--device", "cpu"]
+    assert main([*args, "--dtype", "float64", "--threads", "1", "--quiet"]) == 0
+    metrics = pd.read_csv(tmp_path / "fig1" / "c" / "metrics.csv")
+    assert len(metrics) == 2 and (metrics.T_used < 30).all() and (metrics.T_used > 1).all()

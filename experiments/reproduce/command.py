@@ -257,12 +257,15 @@ def _run(
         fixed_point_max_blocks=cfg.fixed_point_max_blocks,
         solve_tol=cfg.solve_tol,
         solve_maxiter=cfg.solve_maxiter,
+        T_auto=cfg.T == "auto",
+        tol=cfg.tol,
     )
     total = cfg.epochs * (cfg.train_pairs // cfg.batch)
     print(
         f"== {figure.title}\n   {cfg.figure}/{run_name(cfg)}: {len(figure.models)} models × "
         f"{len(pairs)} (K, T), {total} gradient steps each ({cfg.epochs} epochs of "
-        f"{cfg.train_pairs // cfg.batch}), {cfg.size}×{cfg.size}, {cfg.estimator}, "
+        f"{cfg.train_pairs // cfg.batch}), {cfg.size}×{cfg.size}, {cfg.estimator}"
+        f"{f' (T auto, tol {cfg.tol:g}, T_max from --configs)' if cfg.T == 'auto' else ''}, "
         f"{cfg.dtype} on {device}, {torch.get_num_threads()} threads",
         flush=True,
     )

@@ -79,6 +79,16 @@ def _parse_pretrain_nc(value: str | Sequence) -> tuple[int, int, int, int]:
     return parse_nc(value, name="nc")
 
 
+def _parse_tol(value: Any) -> float | None:
+    """``--tol`` as given on the command line (text) or stored (a number, or None)."""
+    if value is None or isinstance(value, bool) or isinstance(value, int | float):
+        return value
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        raise InvalidInputError(f"--tol {value!r}: give a number, e.g. 1e-3.") from None
+
+
 @dataclass
 class ReproduceConfig:
     """Reproduce Fig. 1, 2 or 3 (section 4) with Algorithm 1; ``--preset quick`` on a CPU."""
@@ -101,6 +111,21 @@ class ReproduceConfig:
         metadata={"help": "(K, T) pairs, written K,T;K,T;...", "parse": parse_configs},
     )
     estimator: str = field(default="retune", metadata={"help": ", ".join(ESTIMATORS)})
+    T: str | None = field(
+        default=None,
+        metadata={
+            "help": "auto: T chosen per gradient step (retune, fig1 only), the T of each "
+            "--configs pair becoming its most blocks T_max: blocks of Φ_K run until the "
+            "a-posteriori distance δ_K r/(1 − δ_K) of the iterate to x̂ (r the block residual "
+            "‖Φ_K(u) − u‖₂ over the batch, δ_K the analytic ω^K) is at most --tol (absolute); "
+            "metrics.csv logs the T used (T_used), "
+            "the test estimates use T_max blocks; default: the configs' T"
+        },
+    )
+    tol: float | None = field(
+        default=None,
+        metadata={"help": "--T auto's tolerance on that distance (> 0)", "parse": _parse_tol},
+    )
     lr: float = field(default=5e-2, metadata={"help": "Adam learning rate"})
     lr_weights: float = field(default=5e-5, metadata={"help": "Adam lr for the DRUNet weights"})
     log_lambda: float = field(default=0.0, metadata={"help": "initial log λ_j (wavelet)"})
@@ -301,11 +326,36 @@ def validate(cfg: ReproduceConfig) -> None:
         )
     parse_configs(cfg.configs)
     parse_nc(cfg.denoiser_nc)
+    _check_T_auto(cfg)
     if cfg.denoiser is not None and not Path(cfg.denoiser).is_file():
         raise InvalidInputError(
             f"--denoiser {cfg.denoiser}: no such file; give a deepinv DRUNet state dict "
             "(or a checkpoint of retune-suite pretrain-denoiser), or leave it out to train "
             "the suite's own."
+        )
+
+
+def _check_T_auto(cfg: ReproduceConfig) -> None:
+    """--T auto: retune on fig1 (the analytic δ_K), with --tol > 0; --tol only with it."""
+    if cfg.T is None:
+        if cfg.tol is not None:
+            raise InvalidInputError(f"--tol {cfg.tol} is for --T auto only: add --T auto.")
+        return
+    if cfg.T != "auto":
+        raise InvalidInputError(
+            f"--T {cfg.T!r}: the only value is auto (the fixed T are in --configs)."
+        )
+    tol = cfg.tol
+    if isinstance(tol, bool) or not (
+        isinstance(tol, (int, float)) and math.isfinite(tol) and tol > 0
+    ):
+        raise InvalidInputError(f"--T auto needs --tol > 0 (e.g. --tol 1e-3), got {tol!r}.")
+    if cfg.estimator != "retune":
+        raise InvalidInputError(f"--T auto is for --estimator retune only, got {cfg.estimator!r}.")
+    if cfg.figure != "fig1":
+        raise InvalidInputError(
+            f"--T auto needs the analytic δ_K of Φ_K, known for wavelet denoising (fig1) "
+            f"only, not {cfg.figure}."
         )
 
 

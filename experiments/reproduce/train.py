@@ -14,6 +14,12 @@ For the wavelet models the iterate is u and the estimate x = Dᵀθ⁻¹u (secti
 estimators get ``readout=fb.estimate``, which also adds the read-out's direct θ-derivative.
 With ``retune`` (the default) g is g^R of eq. (25); ``unrolled`` is g^{KT} (23); ``jfb`` (28)
 and ``deq_solve`` (20) are taken at the fixed point of Φ_K computed by Anderson acceleration.
+Every estimator runs through :func:`operators.estimate.estimate` (given δ_K = ω^K where it is
+analytic, wavelet denoising): the gradient and the iterate it was taken at come from its
+:class:`~operators.estimate.Estimate`, and each metrics row logs its ``certificate`` (NaN
+when None: L_θ is unknown for these models and the wavelet models have a read-out),
+``certificate_status`` and ``T_used``, the blocks of Φ_K behind the gradient (retune and
+unrolled; NaN for jfb and deq_solve), which ``TrainSettings.T_auto`` chooses per step.
 
 Every random draw is a function of its index: observation i uses a generator seeded by
 (seed, i) and the batches of epoch e come from a permutation seeded by (seed, e). A
@@ -24,6 +30,8 @@ resumed run ends bit for bit where an uninterrupted one does.
 
 from __future__ import annotations
 
+import dataclasses
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -32,8 +40,9 @@ from typing import Any
 
 import torch
 
-from operators import fixed_point, hypergrad, restart
+from operators import fixed_point, restart
 from operators.errors import InvalidInputError
+from operators.estimate import Estimate, estimate
 from operators.theta import Step, Theta, as_tuple, like
 
 from ..common.io import save_torch_atomic
@@ -114,6 +123,8 @@ class TrainSettings:
     fixed_point_max_blocks: int = 2000
     solve_tol: float = 1e-4
     solve_maxiter: int = 500
+    T_auto: bool = False
+    tol: float | None = None
 
 
 @dataclass(frozen=True)
@@ -216,12 +227,18 @@ class Problem:
         ``theta`` (the current θ) only spares the builder its default θ⁰; the step does not
         depend on it.
         """
+        problem = self.section4(y, theta)
+        return problem.step, problem.x0, problem.readout
+
+    def section4(self, y: torch.Tensor, theta: Theta | None = None) -> Any:
+        """The :class:`operators.section4.Section4Problem` behind :meth:`build` (with its
+        analytic δ_K = ``.delta(K)`` where there is one: wavelet denoising)."""
         from operators import section4
 
         if self.model == "pnp-weights" and (self.sigma is None or self.tau is None):
             raise InvalidInputError("pnp-weights needs the (σ, τ) learned by pnp-sigma-tau.")
         fixed = {} if self.sigma is None else {"pnp_sigma": self.sigma, "pnp_tau": self.tau}
-        problem = section4.build(
+        return section4.build(
             self.task,
             self.model,
             y=y,
@@ -230,7 +247,6 @@ class Problem:
             denoiser=self.denoiser,
             **fixed,
         )
-        return problem.step, problem.x0, problem.readout
 
 
 def initial_theta(
@@ -282,20 +298,33 @@ def hypergradient(
     K: int,
     T: int,
     readout: Callable | None,
-) -> Theta:
-    """g by the estimator named in ``settings`` (T is used by retune and unrolled only).
+    *,
+    delta: float | None = None,
+) -> Estimate:
+    r"""g by the estimator named in ``settings``, as an :class:`~operators.estimate.Estimate`:
+    ``grad`` (exactly the matching function of :mod:`operators.hypergrad`), ``x`` the iterate
+    it was taken at (x_{KT} for retune and unrolled, the fixed point for jfb and deq_solve),
+    the certificate (None here: it needs L_θ, unknown for these models, and no read-out).
+
+    ``delta`` is δ_K, the analytic Lipschitz constant of Φ_K when known (wavelet denoising),
+    else None. T is used by retune and unrolled only. With ``settings.T_auto`` (retune only)
+    T is the most blocks, T_max: blocks of Φ_K run one at a time without a graph until the
+    a-posteriori distance of the next iterate to x̂, δ_K r/(1 − δ_K) with r the block
+    residual (``docs/findings.md`` C, Lemma A), is at most ``settings.tol``, or T_max blocks;
+    the last block is then rerun with the graph (estimate's T=1 from x_{K(T−1)}), so g is
+    ``hypergrad.retune`` at the T used, and ``stats.forward.blocks`` is that T.
 
     ``jfb`` and ``deq_solve`` first compute the fixed point of Φ_K from x₀ with
     :func:`operators.fixed_point` (Anderson, ``fixed_point_rtol``, ``fixed_point_max_blocks``);
     its :class:`~operators.NotContractiveError` propagates with its residual history.
     """
     name = settings.estimator
-    if name == "retune":
-        return hypergrad.retune(step, theta, x0, loss, K, T, readout=readout)
-    if name == "unrolled":
-        return hypergrad.unrolled(step, theta, x0, loss, K, T, readout=readout)
-    if name not in ("jfb", "deq_solve"):
+    if name not in ESTIMATORS:
         raise InvalidInputError(f"unknown estimator {name!r}: choose from {', '.join(ESTIMATORS)}.")
+    if settings.T_auto:
+        return _retune_auto(settings, step, theta, x0, loss, K, T, readout, delta)
+    if name in ("retune", "unrolled"):
+        return estimate(name, step, theta, x0, loss, K=K, T=T, delta=delta, readout=readout)
     x_star = fixed_point(
         step,
         theta,
@@ -305,18 +334,64 @@ def hypergradient(
         rtol=settings.fixed_point_rtol,
         max_blocks=settings.fixed_point_max_blocks,
     ).x
-    if name == "jfb":
-        return hypergrad.jfb(step, theta, x_star, loss, K, readout=readout)
-    return hypergrad.deq_solve(
+    return estimate(
+        name,
         step,
         theta,
-        x_star,
+        x0,
         loss,
-        K,
+        K=K,
+        x_star=x_star,
+        delta=delta,
+        readout=readout,
         tol=settings.solve_tol,
         maxiter=settings.solve_maxiter,
-        readout=readout,
     )
+
+
+def _retune_auto(
+    settings: TrainSettings,
+    step: Step,
+    theta: Theta,
+    x0: torch.Tensor,
+    loss: Callable[[torch.Tensor], torch.Tensor],
+    K: int,
+    T_max: int,
+    readout: Callable | None,
+    delta: float | None,
+) -> Estimate:
+    """retune with T chosen per step (see :func:`hypergradient`); T_used in stats.forward."""
+    if settings.estimator != "retune":
+        raise InvalidInputError("T auto is for the retune estimator only.")
+    if settings.tol is None or not settings.tol > 0:
+        raise InvalidInputError(f"T auto needs tol > 0, got {settings.tol!r}.")
+    if delta is None:
+        raise InvalidInputError(
+            "T auto stops on the a-posteriori distance δ_K r/(1 − δ_K), which needs the "
+            "analytic δ_K of Φ_K: wavelet denoising (fig1) only."
+        )
+    y, T_used = x0, 1
+    for t in range(1, T_max + 1):
+        T_used = t
+        if t == T_max:
+            break
+        block = restart(step, theta, y, K, 1)  # one block, no graph
+        r = block.stats.residuals[0].item()
+        if delta * r / (1.0 - delta) <= settings.tol:
+            break
+        y = block.x
+    est = estimate("retune", step, theta, y, loss, K=K, T=1, delta=delta, readout=readout)
+    forward = est.stats.forward
+    assert forward is not None
+    converged = delta * forward.residuals[-1].item() / (1.0 - delta) <= settings.tol
+    stats = dataclasses.replace(
+        forward,
+        blocks=T_used,
+        evaluations=K * T_used,
+        converged=converged,
+        reason="tolerance" if converged else "T_max",
+    )
+    return dataclasses.replace(est, stats=dataclasses.replace(est.stats, forward=stats))
 
 
 def theta_summary(model: str, theta: Theta, theta0: Theta) -> dict[str, Any]:
@@ -476,15 +551,20 @@ def train_unit(
         for index in range(start, total):
             idx = batch_indices(index, n, settings.batch, settings.seed).to(device)
             clean, y = data.clean[idx], data.y[idx]
-            step, x0, readout = problem.build(y, theta)
-            seen: dict[str, torch.Tensor] = {}
+            p = problem.section4(y, theta)
+            step, x0, readout = p.step, p.x0, p.readout
+            delta = p.delta(unit.K)
 
-            def loss(x: torch.Tensor, clean: torch.Tensor = clean, seen: dict = seen) -> Any:
-                seen["x"] = x.detach()
+            def loss(x: torch.Tensor, clean: torch.Tensor = clean) -> torch.Tensor:
                 return torch.mean((x - clean) ** 2)
 
             started = time.perf_counter()
-            grad = hypergradient(settings, step, theta, x0, loss, unit.K, unit.T, readout)
+            est = hypergradient(
+                settings, step, theta, x0, loss, unit.K, unit.T, readout, delta=delta
+            )
+            grad = est.grad
+            with torch.no_grad():  # the image the loss saw, at the θ of this step
+                image = est.x if readout is None else readout(est.x, theta)
             for leaf, g in zip(leaves, as_tuple(grad), strict=True):
                 leaf.grad = g.detach()
             optimizer.step()
@@ -492,7 +572,8 @@ def train_unit(
             if device.type == "cuda":
                 torch.cuda.synchronize(device)
             seconds = time.perf_counter() - started
-            estimate = seen["x"]
+            forward = est.stats.forward
+            T_used = forward.blocks if settings.estimator in ("retune", "unrolled") else None
             gnorm = float(torch.sqrt(sum((g.double() ** 2).sum() for g in as_tuple(grad))))
             row = {
                 "model": unit.model,
@@ -500,9 +581,12 @@ def train_unit(
                 "T": unit.T,
                 "step": index + 1,
                 "epoch": index // (n // settings.batch) + 1,
-                "psnr": float(psnr(estimate, clean).mean()),
-                "loss": float(torch.mean((estimate - clean) ** 2)),
+                "psnr": float(psnr(image, clean).mean()),
+                "loss": float(torch.mean((image - clean) ** 2)),
                 "grad_norm": gnorm,
+                "certificate": math.nan if est.certificate is None else est.certificate,
+                "certificate_status": est.certificate_source.get("status", "none"),
+                "T_used": math.nan if T_used is None or forward is None else T_used,
                 **theta_summary(unit.model, theta, theta_start),
                 "seconds": seconds,
             }
