@@ -347,3 +347,102 @@ def test_every_field_has_help_and_list_fields_are_typed(capsys):
     assert (cfg.ks, cfg.ps, cfg.ks_for_t) == ((1, 3), (0, 2), (3,))
     with pytest.raises(InvalidInputError, match="--ps must be a comma-separated list"):
         validate(ErrorStudyConfig(ps="-1"))
+
+
+CERTIFIED_ROWS = ["deq_solve", "jfb", "retune", "neumann"]
+
+
+def test_certificate_and_tightness_columns(tmp_path):
+    """Every ReTune / JFB / Neumann / deq_solve row carries the a-posteriori certificate
+    (relative to ‖g‖, like the bound columns), its status and the tightness columns; L_θ is
+    measured, so no status is "certified"; the fixed-point rows match operators.estimate."""
+    from bounds import constants as C
+    from experiments.common.data import crops, embedded_images
+    from operators import fixed_point, hypergrad, section4, unroll
+
+    run_errors(ErrorStudyConfig(**SMALL, out=str(tmp_path / "run")))
+    frame = pd.read_csv(tmp_path / "run" / "metrics.csv")
+    rows = frame[frame.estimator.isin(CERTIFIED_ROWS)]
+    assert len(rows) == 8
+    assert rows.certificate.notna().all() and (rows.certificate > 0).all()
+    assert set(rows.certificate_status) == {"estimated"}  # never "certified": L_θ measured
+    assert rows.certificate_reason.str.contains("L_θ").all()
+    # where a status were "certified" the certificate would bound the observed error
+    certified = rows[rows.certificate_status == "certified"]
+    assert (certified.certificate >= certified.rel_error).all()
+    # the fixed-point rows (x_s = x̂: the L_θ terms vanish up to the residual) bound it here
+    at_fixed_point = rows[rows.estimator.isin(["jfb", "neumann"])]
+    assert (at_fixed_point.certificate >= at_fixed_point.rel_error).all()
+    # tightness = column / observed (both relative to ‖g‖); NaN for the reference (error 0)
+    observed = rows[rows.rel_error > 0]
+    assert len(observed) == 7
+    pd.testing.assert_series_equal(
+        observed.tightness_certificate,
+        observed.certificate / observed.rel_error,
+        check_names=False,
+    )
+    for bound in ("lemma1", "neumann", "theorem2", "theorem2_corrected"):
+        has = observed[observed[f"bound_{bound}"].notna()]
+        assert len(has) > 0, bound
+        pd.testing.assert_series_equal(
+            has[f"tightness_{bound}"], has[f"bound_{bound}"] / has.rel_error, check_names=False
+        )
+        assert observed[f"tightness_{bound}"].notna().sum() == len(has)
+    assert rows[rows.estimator == "deq_solve"].tightness_certificate.isna().all()
+    assert frame[frame.estimator == "unrolled"].certificate.isna().all()
+    # JFB's certificate is operators.estimate's with the study's constants
+    constants = frame[frame.estimator == "constants"].iloc[0]
+    g_norm = constants.g_norm
+    clean = crops(embedded_images(), 32, 1, 0).to(torch.float64)
+    p = section4.build("denoise", "wavelet-B", clean=clean, seed=0, log_lambda=-2.0)
+    x_star = fixed_point(p.step, p.theta, p.x0, 1, rtol=1e-11, method="anderson").x
+    H = 1.0 / p.fb.weights(p.theta).min().item() ** 2
+    for K in (1, 3):
+        L_theta = C.lipschitz_theta(unroll(p.step, K), x_star, p.x0, p.theta)
+        est = hypergrad.estimate(
+            "jfb",
+            p.step,
+            p.theta,
+            p.x0,
+            p.loss,
+            K=K,
+            x_star=x_star,
+            delta=p.delta(K),
+            lipschitz_theta=L_theta,
+            hessian_bound=H,
+        )
+        row = rows[(rows.estimator == "jfb") & (rows.K == K)].iloc[0]
+        assert row.certificate == pytest.approx(est.certificate / g_norm, rel=1e-6)
+        assert est.certificate_source["status"] == "certified"  # the study says "estimated"
+
+
+def test_resume_of_a_run_without_certificate_columns(tmp_path):
+    """A run written before the certificate columns resumes: its rows are kept (NaN in the new
+    columns), the rows still missing are computed with them, nothing duplicated."""
+    cfg = ErrorStudyConfig(**SMALL, out=str(tmp_path / "run"))
+    run_errors(cfg)
+    path = tmp_path / "run" / "metrics.csv"
+    full = pd.read_csv(path)
+    new = [c for c in full.columns if c.startswith(("certificate", "tightness_"))]
+    assert {"certificate", "certificate_status", "tightness_certificate"} <= set(new)
+    old = full.drop(columns=new)
+    old = old[~((old.estimator == "neumann") & (old.P == 2)) & (old.estimator != "constants")]
+    old.to_csv(path, index=False)
+    cfg.resume = True
+    run_errors(cfg)
+    final = pd.read_csv(path)
+    assert not final[final.estimator != "constants"][list(KEY)].duplicated().any()
+    kept = final.iloc[: len(old)]
+    pd.testing.assert_frame_equal(
+        kept[old.columns].reset_index(drop=True), old.reset_index(drop=True), check_dtype=False
+    )
+    # the new row has the certificate and its own tightness columns (Neumann: no Lemma 1 or
+    # Theorem 2 bound, so no tightness_lemma1 ... unless an old row had them: none did)
+    present = [c for c in new if c in final.columns]
+    assert {"certificate", "certificate_status", "tightness_neumann"} <= set(present)
+    assert kept[present].isna().all().all()
+    added = final[(final.estimator == "neumann") & (final.P == 2)].iloc[0]
+    expected = full[(full.estimator == "neumann") & (full.P == 2)].iloc[0]
+    assert added.certificate_status == "estimated"
+    assert added.certificate == pytest.approx(expected.certificate, rel=1e-9)
+    assert added.tightness_certificate == pytest.approx(expected.tightness_certificate, rel=1e-9)

@@ -20,6 +20,17 @@ forward pass of Φ_K with its graph that they share.
 Every row is written to ``metrics.csv`` as soon as it is computed (atomically); a row whose
 key (:data:`~experiments.error_study.config.KEY`) is already there is skipped, so an
 interrupted unit resumes where it stopped.
+
+Every ReTune, JFB, Neumann and deq_solve row also carries the a-posteriori certificate of
+:func:`operators.hypergrad.estimate` (an upper bound on ‖g − ĝ‖ computed without x̂), divided
+by ‖g‖ like the ``bound_*`` columns (``certificate``), its ``certificate_status`` and
+``certificate_reason``, and the tightness columns ``tightness_certificate`` and
+``tightness_<bound>`` = column / ``rel_error`` (NaN where the observed error is 0). The
+certificate uses H = max θ₀⁻² (exact: the loss is ½‖Dᵀθ₀⁻¹u − x̄‖², D orthonormal), δ_K
+analytic (denoising) or measured, and the *measured* secant L_θ of Φ_K at (x₀, x̂), so its
+status is never ``"certified"``: ``"estimated"``, or ``"none"`` (NaN) where δ_K ≥ 1 or the
+prior has no bounds. A run written before these columns existed resumes with NaN in them for
+its old rows (its rows are kept as they were, not recomputed).
 """
 
 from __future__ import annotations
@@ -36,6 +47,7 @@ from bounds import constants as C
 from bounds import statements as S
 from operators import fixed_point, hypergrad, restart, section4, unroll
 from operators.errors import NotContractiveError
+from operators.estimate import jacobian_free_certificate
 
 from ..common.devices import resolve_device
 from ..common.io import write_csv_atomic
@@ -44,6 +56,8 @@ from ..common.progress import progress
 from .config import KEY, ErrorStudyConfig
 
 __all__ = ["Metrics", "Study", "row_key"]
+
+NAN = float("nan")
 
 
 def row_key(row: dict[str, Any]) -> tuple:
@@ -173,6 +187,7 @@ class Study:
         bounds: dict[str, float],
         *,
         shared: bool = False,
+        certify: Callable[..., dict[str, Any]] | None = None,
     ) -> None:
         """Compute and write one row, unless its key is already in ``metrics.csv``.
 
@@ -183,7 +198,7 @@ class Study:
         if self.metrics.has(key):
             return
         extra: dict[str, float] = {}
-        call = fn
+        call, lin = fn, None
         if shared:
             lin, seconds = self.linearisation(K)
             extra["linearise_seconds"] = seconds
@@ -205,6 +220,8 @@ class Study:
             **extra,
         )
         row.update({f"bound_{k}": v / self.g_norm for k, v in bounds.items()})
+        if certify is not None:
+            row.update(self._relative(certify(grad=grad, lin=lin if shared else None), row))
         self.metrics.add(row)
         if self._bar is not None:
             self._bar.update(1)
@@ -213,6 +230,91 @@ class Study:
             f"cos={cos:.6f} {m.seconds:.3f}s",
             flush=True,
         )
+
+    def _relative(self, cert: dict[str, Any], row: dict[str, Any]) -> dict[str, Any]:
+        """The certificate columns relative to ‖g‖, and the tightness of every bound column."""
+        out = {**cert, "certificate": cert["certificate"] / self.g_norm}
+        observed = row["rel_error"]
+        for name in ("certificate", *(k for k in row if k.startswith("bound_"))):
+            value = out[name] if name == "certificate" else row[name]
+            label = name.removeprefix("bound_")
+            out[f"tightness_{label}"] = value / observed if observed > 0 else float("nan")
+        return out
+
+    def _certificate(
+        self,
+        method: str,
+        K: int,
+        d: float,
+        kind: str,
+        L_theta: float | None,
+        *,
+        T: int | None = None,
+        P: int | None = None,
+        grad: Any = None,
+        lin: hypergrad.Linearisation | None = None,
+    ) -> dict[str, Any]:
+        """The a-posteriori certificate of one row (absolute), its status and reason.
+
+        ReTune: :func:`operators.hypergrad.estimate` (T blocks from x₀ again, without x̂).
+        JFB, Neumann and the DEQ solve at x̂: the same certificate as ``estimate`` (without
+        ``lipschitz_x``: the JFB certificate at x_s, plus ‖ĝ − g^JF(x_s)‖ unless JFB or P = 0),
+        from the row's gradient ``grad`` and the shared linearisation ``lin`` of Φ_K at x_s = x̂
+        (no second linearisation, no second solve); β = ‖∂_θΦ_K(x̂)‖₂ from the dense Jacobian
+        as in ``estimate``.
+
+        L_θ is measured (a secant), so a status ``"certified"`` (``estimate`` trusts the numbers
+        it is given) is reported as ``"estimated"``; δ_K is measured too where it is not
+        analytic (``kind``).
+        """
+        p = self.problem
+        if not self.has_bounds or L_theta is None or self.H is None or not d < 1:
+            reason = "no bounds for this prior" if not self.has_bounds else f"δ_K = {d:.4g} ≥ 1"
+            return {"certificate": NAN, "certificate_status": "none", "certificate_reason": reason}
+        if method == "retune":
+            est = hypergrad.estimate(
+                "retune",
+                p.step,
+                p.theta,
+                p.x0,
+                p.loss,
+                K=K,
+                T=T,
+                delta=d,
+                lipschitz_theta=L_theta,
+                hessian_bound=self.H,
+                generator=torch.Generator(device=self.device).manual_seed(self.cfg.seed),
+            )
+            if est.certificate is None:
+                reason = est.certificate_source.get("reason", "no certificate")
+                return {
+                    "certificate": NAN,
+                    "certificate_status": "none",
+                    "certificate_reason": reason,
+                }
+            total, status = float(est.certificate), est.certificate_source["status"]
+        else:
+            assert lin is not None and grad is not None
+            s = torch.linalg.vector_norm(lin.out.detach() - lin.x).item()
+            rho = s / (1.0 - d)
+            G = torch.linalg.vector_norm(hypergrad.loss_gradient(p.loss, self.u_star)).item()
+            beta = C.dtheta_norm(unroll(p.step, K), self.u_star, p.theta)  # exact (dense)
+            total, _ = jacobian_free_certificate(d, G, beta, rho, rho, L_theta, self.H)
+            if not (method == "jfb" or (method == "deq_neumann" and P == 0)):
+                g_jf = _vec(hypergrad.jfb(p.step, p.theta, self.u_star, p.loss, K, lin=lin))
+                total += torch.linalg.vector_norm(_vec(grad) - g_jf).item()
+            status = "certified"
+        measured = ["L_θ (measured secant of ∂_θΦ_K at (x₀, x̂))"]
+        if kind != "analytic":
+            measured.append("δ_K (measured local constant)")
+        reason = "measured: " + "; ".join(measured)
+        if status != "certified":
+            reason += f"; ‖∂_θΦ_K‖₂ {status} by estimate()"
+        return {
+            "certificate": total,
+            "certificate_status": "estimated",
+            "certificate_reason": reason,
+        }
 
     def planned(self) -> list[tuple]:
         """The keys of every estimator row :meth:`run` computes, in order."""
@@ -304,42 +406,63 @@ class Study:
             f"residuals, final {stats.residuals[-1].item():.2e}; {m.seconds:.2f}s",
             flush=True,
         )
-        reference = (*self.unit, "deq_solve", 1, 0, -1)
-        if not self.metrics.has(reference):
-            self.metrics.add(
-                self._row(
-                    estimator="deq_solve",
-                    K=1,
-                    T=0,
-                    P=-1,
-                    rel_error=0.0,
-                    cosine=1.0,
-                    seconds=m.seconds,
-                    peak_bytes=m.peak_bytes,
-                    memory_kind=m.kind,
-                    linearise_seconds=lin_seconds,
-                    solve_residual=stats.residuals[-1].item(),
-                    fixed_point_steps=fp.stats.blocks,
-                )
-            )
         grad_loss = torch.linalg.vector_norm(hypergrad.loss_gradient(loss, u_star)).item()
         hess = C.hessian_power_norm(loss, u_star)
         dist0 = torch.linalg.vector_norm(u0 - u_star).item()
         gen = torch.Generator(device=self.device).manual_seed(cfg.seed)
 
-        def delta(K: int) -> tuple[float, str]:
+        def delta(K: int, generator: torch.Generator = gen) -> tuple[float, str]:
             analytic = p.delta(K)
             if analytic is not None:
                 return analytic, "analytic"
             d = C.delta_measured(
-                unroll(step, K), u_star, theta, method="power", iterations=50, generator=gen
+                unroll(step, K), u_star, theta, method="power", iterations=50, generator=generator
             )
             return d, "measured"
 
+        # H: the loss ½‖Dᵀθ₀⁻¹u − x̄‖² has Hessian diag(θ₀⁻²) (D orthonormal), exactly
+        self.H = 1.0 / p.fb.weights(theta).detach().min().item() ** 2 if p.fb else None
+        lipschitz: dict[int, float] = {}
+
+        def certify(
+            method: str, K: int, d: float, kind: str, **kw: Any
+        ) -> Callable[..., dict[str, Any]]:
+            """The certificate columns of one row: with the δ_K of the row's bounds (so no
+            extra draw from ``gen``: the bounds are those of a run without certificates) and
+            the measured L_θ(K), computed once per K."""
+
+            def run(**given: Any) -> dict[str, Any]:
+                if self.has_bounds and K not in lipschitz:
+                    lipschitz[K] = C.lipschitz_theta(unroll(step, K), u_star, u0, theta)
+                return self._certificate(method, K, d, kind, lipschitz.get(K), **kw, **given)
+
+            return run
+
+        reference = (*self.unit, "deq_solve", 1, 0, -1)
+        if not self.metrics.has(reference):
+            row = self._row(
+                estimator="deq_solve",
+                K=1,
+                T=0,
+                P=-1,
+                rel_error=0.0,
+                cosine=1.0,
+                seconds=m.seconds,
+                peak_bytes=m.peak_bytes,
+                memory_kind=m.kind,
+                linearise_seconds=lin_seconds,
+                solve_residual=stats.residuals[-1].item(),
+                fixed_point_steps=fp.stats.blocks,
+            )
+            # δ_1 of the reference from its own generator (``gen`` is the bounds')
+            d1, kind1 = delta(1, torch.Generator(device=self.device).manual_seed(cfg.seed))
+            cert = certify("deq_solve", 1, d1, kind1)(grad=g_ref, lin=lin1)
+            row.update(self._relative(cert, row))
+            self.metrics.add(row)
         K_neumann = cfg.ks_for_t[0]
         for K in sorted(set(cfg.ks) | set(cfg.ks_for_t)):
             Phi = unroll(step, K)
-            d, _ = delta(K)
+            d, kind = delta(K)
             dtheta = C.dtheta_norm(Phi, u_star, theta)
             bounded = self.has_bounds and d < 1
             lemma = {"lemma1": S.lemma1(d, grad_loss, dtheta)} if bounded else {}
@@ -356,6 +479,7 @@ class Study:
                         -1,
                         lambda K=K, T=T: hypergrad.retune(step, theta, u0, loss, K, T),
                         bounds,
+                        certify=certify("retune", K, d, kind, T=T),
                     )
             if K in cfg.ks:
                 T = cfg.t_ref
@@ -367,6 +491,7 @@ class Study:
                     lambda lin, K=K: hypergrad.jfb(step, theta, u_star, loss, K, lin=lin),
                     lemma,
                     shared=True,
+                    certify=certify("jfb", K, d, kind),
                 )
                 self.emit(
                     "retune",
@@ -375,6 +500,7 @@ class Study:
                     -1,
                     lambda K=K, T=T: hypergrad.retune(step, theta, u0, loss, K, T),
                     {},
+                    certify=certify("retune", K, d, kind, T=T),
                 )
                 if K * T <= cfg.unrolled_max_steps:
                     self.emit(
@@ -388,7 +514,7 @@ class Study:
             if K != K_neumann:
                 self._lins.pop(K, None)  # free the graph of Φ_K once its rows are written
         K = K_neumann
-        d, _ = delta(K)
+        d, kind = delta(K)
         dtheta = C.dtheta_norm(unroll(step, K), u_star, theta)
         for P in cfg.ps:
             bounded = self.has_bounds and d < 1
@@ -401,6 +527,7 @@ class Study:
                 lambda lin, P=P: hypergrad.deq_neumann(step, theta, u_star, loss, K, P, lin=lin),
                 bound,
                 shared=True,
+                certify=certify("deq_neumann", K, d, kind, P=P),
             )
         self.metrics.add(
             self._row(
