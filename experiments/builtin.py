@@ -23,6 +23,10 @@ class Case:
     delta: Callable[[int], float]
     K: int | None = None
     T: int | None = None
+    lipschitz_theta: Callable[[int], float] | None = None
+    """L_θ of Assumption 2 for Φ_K when analytic (then verify reports certificates)."""
+    hessian_bound: float | None = None
+    """Lipschitz constant of ∂ₓL (1 for ½‖x − x̄‖²)."""
 
 
 def _scalar(theta: float, b: float, x0: float, xbar: float) -> tuple:
@@ -33,7 +37,12 @@ def _scalar(theta: float, b: float, x0: float, xbar: float) -> tuple:
         return 0.5 * ((x - xbar) ** 2).sum()
 
     t = torch.tensor([theta], dtype=torch.float64)
-    return step, t, torch.tensor([x0], dtype=torch.float64), loss, (lambda K: theta**K)
+    return step, t, torch.tensor([x0], dtype=torch.float64), loss, (lambda K: abs(theta) ** K)
+
+
+def _scalar_lipschitz_theta(theta: float) -> Callable[[int], float]:
+    """Φ_K(x, θ) = θ^K x + b Σ_{i<K} θ^i, so ∂_θΦ_K(x) = Kθ^{K−1} x + const: L_θ = K|θ|^{K−1}."""
+    return lambda K: K * abs(theta) ** (K - 1)
 
 
 def cases(n: int = 16, d: int = 4, seed: int = 0) -> list[Case]:
@@ -43,6 +52,8 @@ def cases(n: int = 16, d: int = 4, seed: int = 0) -> list[Case]:
             "scalar_affine",
             "φ(x,θ) = θx + 1, θ = 1/2, x̄ = 2 = x̂ (README example)",
             *_scalar(0.5, 1.0, 0.0, 2.0),
+            lipschitz_theta=_scalar_lipschitz_theta(0.5),
+            hessian_bound=1.0,
         ),
         Case(
             "counterexample_thm2",
@@ -50,6 +61,8 @@ def cases(n: int = 16, d: int = 4, seed: int = 0) -> list[Case]:
             *_scalar(0.5, 0.0, -1.0, 1.0),
             K=1,
             T=1,
+            lipschitz_theta=_scalar_lipschitz_theta(0.5),
+            hessian_bound=1.0,
         ),
     ]
     specs = {

@@ -94,8 +94,19 @@ def run_verify(cfg: VerifyConfig) -> int:
     start = time.perf_counter()
     for case in cases(cfg.n, cfg.d, cfg.seed):
         K, T = case.K or cfg.K, case.T or cfg.T
+        L_theta = case.lipschitz_theta(K) if case.lipschitz_theta is not None else None
         report = bounds.verify(
-            case.step, case.theta, case.x0, case.loss, K=K, T=T, P=cfg.P, delta=case.delta(K)
+            case.step,
+            case.theta,
+            case.x0,
+            case.loss,
+            K=K,
+            T=T,
+            P=cfg.P,
+            delta=case.delta(K),
+            lipschitz_theta=L_theta,
+            hessian_bound=case.hessian_bound,
+            lipschitz_x=0.0 if L_theta is not None else None,  # the scalar maps are affine in x
         )
         frame = report.to_frame()
         frame.insert(0, "problem", case.name)
