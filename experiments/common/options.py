@@ -117,3 +117,13 @@ def convert_fields(
             if strict:
                 raise
     return out
+
+
+class TypedFields:
+    """Mixin for the jobs' dataclass configurations: after ``__init__``, every field that names
+    a converter is converted (:func:`convert_fields`, ``strict=False``: text that does not
+    parse is kept for the job's ``validate`` to report before any work)."""
+
+    def __post_init__(self) -> None:
+        for name, value in convert_fields(type(self), vars(self), strict=False).items():
+            setattr(self, name, value)

@@ -19,7 +19,7 @@ from operators.errors import InvalidInputError
 from operators.section4 import TASKS
 
 from ..common.devices import resolve_device
-from ..common.options import convert_fields, parse_list
+from ..common.options import TypedFields, parse_list
 
 __all__ = [
     "KEY",
@@ -63,7 +63,7 @@ def _counts(name: str, low: int) -> Any:
 
 
 @dataclass
-class ErrorStudyConfig:
+class ErrorStudyConfig(TypedFields):
     """Gradient-error study at image scale (section 4); ``--preset quick`` runs on the CPU."""
 
     task: str = field(
@@ -131,12 +131,6 @@ class ErrorStudyConfig:
     )
     resume: bool = field(default=False, metadata={"help": "continue the run in --out"})
     quiet: bool = field(default=False, metadata={"help": "no progress bars"})
-
-    def __post_init__(self) -> None:
-        # text from the command line becomes typed here; text that does not parse is kept for
-        # validate() to report before any work
-        for name, value in convert_fields(type(self), vars(self), strict=False).items():
-            setattr(self, name, value)
 
 
 PRESETS: dict[str, dict[str, Any]] = {

@@ -21,7 +21,7 @@ from typing import Any
 from operators.errors import InvalidInputError
 
 from ..common.devices import resolve_device
-from ..common.options import convert_fields, parse_groups, parse_list
+from ..common.options import TypedFields, parse_groups, parse_list
 from .train import ESTIMATORS, FIGURES
 
 __all__ = [
@@ -90,7 +90,7 @@ def _parse_tol(value: Any) -> float | None:
 
 
 @dataclass
-class ReproduceConfig:
+class ReproduceConfig(TypedFields):
     """Reproduce Fig. 1, 2 or 3 (section 4) with Algorithm 1; ``--preset quick`` on a CPU."""
 
     figure: str = field(default="fig1", metadata={"positional": True, "help": "fig1, fig2 or fig3"})
@@ -154,12 +154,6 @@ class ReproduceConfig:
     resume: bool = field(default=False, metadata={"help": "continue the run in the folder"})
     quiet: bool = field(default=False, metadata={"help": "no progress bars"})
 
-    def __post_init__(self) -> None:
-        # text from the command line becomes typed here; text that does not parse is kept for
-        # validate() to report before any work
-        for name, value in convert_fields(type(self), vars(self), strict=False).items():
-            setattr(self, name, value)
-
 
 DENOISER_PRESETS = {
     "quick": dict(steps=1500, size=32, crops=512, batch=8, lr=3e-3, nc=(8, 16, 32, 64), nb=1),
@@ -207,7 +201,7 @@ RESUMABLE = ("resume", "checkpoint_every", "threads", "quiet")
 
 
 @dataclass
-class PretrainConfig:
+class PretrainConfig(TypedFields):
     """Train the suite's DRUNet (deepinv architecture) on the training images for figs 2–3."""
 
     preset: str | None = field(
@@ -238,10 +232,6 @@ class PretrainConfig:
     checkpoint_every: int = field(default=200, metadata={"help": "steps between saves"})
     resume: bool = field(default=False, metadata={"help": "continue the checkpoint"})
     quiet: bool = field(default=False, metadata={"help": "no progress bar"})
-
-    def __post_init__(self) -> None:
-        for name, value in convert_fields(type(self), vars(self), strict=False).items():
-            setattr(self, name, value)
 
 
 PRETRAIN_PRESETS: dict[str, dict[str, Any]] = {
