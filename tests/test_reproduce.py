@@ -261,6 +261,8 @@ def test_every_flag_has_help(command, config, capsys):
         (dict(T="auto", tol=1e-3, figure="fig2"), "fig1"),
         (dict(tol=1e-3), "--T auto only"),
         (dict(T="5", tol=1e-3), "only value is auto"),
+        (dict(models="pnp-weights"), "fig1 has the rows wavelet-B, wavelet-BC"),
+        (dict(figure="fig2", models="pnp-weights"), "select pnp-sigma-tau too"),
     ],
 )
 def test_validation_before_any_work(tmp_path, changes, message):
@@ -286,6 +288,15 @@ def test_cli_errors_exit_2(tmp_path, capsys):
     assert main(["reproduce", "fig1", "--configs", "1,1;x", "--out", str(tmp_path)]) == 2
     assert "--configs '1,1;x': write (K, T) pairs" in capsys.readouterr().err
     assert not list(tmp_path.iterdir())
+
+
+def test_models_selects_rows_in_the_figures_order(tmp_path):
+    cfg = tiny(tmp_path, models="wavelet-BC", configs="1,1", epochs=1)
+    assert rp.run_reproduce(cfg) == 0
+    summary = pd.read_csv(tmp_path / "fig1" / "t" / "summary.csv")
+    assert summary.model.tolist() == ["wavelet-BC"]
+    cfg = dataclasses.replace(cfg, figure="fig2", models="pnp-sigma-tau,wavelet-BC")
+    assert rp.selected_models(cfg) == ("wavelet-BC", "pnp-sigma-tau")
 
 
 @pytest.mark.parametrize("estimator", ["unrolled", "jfb", "deq_solve"])

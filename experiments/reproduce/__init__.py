@@ -45,6 +45,7 @@ from .presets import (
     parse_configs,
     parse_nc,
     run_folder,
+    selected_models,
     validate,
     validate_pretrain,
 )
@@ -75,6 +76,7 @@ __all__ = [
     "run_folder",
     "run_pretrain",
     "run_reproduce",
+    "selected_models",
     "summarise",
     "train_denoiser",
     "validate",

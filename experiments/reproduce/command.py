@@ -36,6 +36,7 @@ from .presets import (
     parse_nc,
     run_folder,
     run_name,
+    selected_models,
     validate,
     validate_pretrain,
 )
@@ -229,8 +230,9 @@ def _run(
     figure = FIGURES[cfg.figure]
     device, dtype = resolve_device(cfg.device), getattr(torch, cfg.dtype)
     pairs = parse_configs(cfg.configs)
+    models = selected_models(cfg)
     denoiser = None
-    if any(m.startswith("pnp") for m in figure.models):  # before the run folder is written
+    if any(m.startswith("pnp") for m in models):  # before the run folder is written
         path = _ensure_denoiser(cfg, train_images, device, cfg.quiet)
         denoiser = load_drunet(path, device=device, dtype=dtype)
         print(f"DRUNet: {path} ({sum(p.numel() for p in denoiser.parameters())} weights)")
@@ -262,14 +264,14 @@ def _run(
     )
     total = cfg.epochs * (cfg.train_pairs // cfg.batch)
     print(
-        f"== {figure.title}\n   {cfg.figure}/{run_name(cfg)}: {len(figure.models)} models × "
+        f"== {figure.title}\n   {cfg.figure}/{run_name(cfg)}: {len(models)} models × "
         f"{len(pairs)} (K, T), {total} gradient steps each ({cfg.epochs} epochs of "
         f"{cfg.train_pairs // cfg.batch}), {cfg.size}×{cfg.size}, {cfg.estimator}"
         f"{f' (T auto, tol {cfg.tol:g}, T_max from --configs)' if cfg.T == 'auto' else ''}, "
         f"{cfg.dtype} on {device}, {torch.get_num_threads()} threads",
         flush=True,
     )
-    units = [Unit(m, K, T) for m in figure.models for K, T in pairs]
+    units = [Unit(m, K, T) for m in models for K, T in pairs]
     rows: dict[Unit, list[dict[str, Any]]] = {u: [] for u in units}
     thetas: dict[Unit, Any] = {}
     tests: list[dict[str, Any]] = []
@@ -355,7 +357,7 @@ def _run(
     write_csv_atomic(summary, folder / "summary.csv")
     write_csv_atomic(claims, folder / "claims.csv")
     write_npz_atomic(arrays, folder / "reconstructions.npz")
-    labels = {m: MODELS[m] for m in figure.models}
+    labels = {m: MODELS[m] for m in models}
     paths = reproduce_figure(
         metrics,
         arrays,

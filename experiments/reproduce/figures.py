@@ -156,7 +156,9 @@ def redraw(folder: str | Path, figure: str | None = None) -> list[Path]:
     metrics = pd.read_csv(folder / "metrics.csv")
     recon_path = folder / "reconstructions.npz"
     recon = dict(np.load(recon_path)) if recon_path.exists() else None
-    models = FIGURES[figure].models if figure in FIGURES else tuple(dict.fromkeys(metrics.model))
+    present = set(metrics.model)
+    rows = FIGURES[figure].models if figure in FIGURES else tuple(dict.fromkeys(metrics.model))
+    models = tuple(m for m in rows if m in present)  # a run of some rows (--models)
     return reproduce_figure(
         metrics,
         recon,

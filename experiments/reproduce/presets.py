@@ -36,6 +36,7 @@ __all__ = [
     "parse_nc",
     "run_folder",
     "run_name",
+    "selected_models",
     "validate",
     "validate_pretrain",
 ]
@@ -109,6 +110,14 @@ class ReproduceConfig(TypedFields):
     configs: tuple[tuple[int, int], ...] = field(
         default=((1, 1), (1, 10), (10, 1), (10, 10)),
         metadata={"help": "(K, T) pairs, written K,T;K,T;...", "parse": parse_configs},
+    )
+    models: tuple[str, ...] = field(
+        default=(),
+        metadata={
+            "help": "the figure's rows (models) to run, names separated by commas; empty: all "
+            "(the σ and τ rows must come with the weights rows, which start from them)",
+            "parse": lambda v: parse_list(v, str, name="models"),
+        },
     )
     estimator: str = field(default="retune", metadata={"help": ", ".join(ESTIMATORS)})
     T: str | None = field(
@@ -315,6 +324,7 @@ def validate(cfg: ReproduceConfig) -> None:
             f"--fixed-point-rtol must be in (0, 1), got {cfg.fixed_point_rtol}."
         )
     parse_configs(cfg.configs)
+    selected_models(cfg)
     parse_nc(cfg.denoiser_nc)
     _check_T_auto(cfg)
     if cfg.denoiser is not None and not Path(cfg.denoiser).is_file():
@@ -357,6 +367,27 @@ def validate_pretrain(cfg: PretrainConfig) -> None:
     if not cfg.lr > 0 or not cfg.sigma_max > 0:
         raise InvalidInputError("--lr and --sigma-max must be positive.")
     parse_nc(cfg.nc, name="nc")
+
+
+def selected_models(cfg: ReproduceConfig) -> tuple[str, ...]:
+    """The rows of ``cfg.figure`` that ``--models`` selects, in the figure's order.
+
+    >>> selected_models(ReproduceConfig("fig2", models="wavelet-BC"))
+    ('wavelet-BC',)
+    """
+    rows = FIGURES[cfg.figure].models
+    chosen = tuple(parse_list(cfg.models, str, name="models")) if cfg.models else rows
+    unknown = [m for m in chosen if m not in rows]
+    if unknown or not chosen:
+        raise InvalidInputError(
+            f"--models {','.join(chosen)!r}: {cfg.figure} has the rows {', '.join(rows)}."
+        )
+    if "pnp-weights" in chosen and "pnp-sigma-tau" not in chosen:
+        raise InvalidInputError(
+            "--models: pnp-weights starts from the σ, τ that pnp-sigma-tau learns; select "
+            "pnp-sigma-tau too."
+        )
+    return tuple(m for m in rows if m in chosen)
 
 
 def run_name(cfg: ReproduceConfig | PretrainConfig) -> str:
