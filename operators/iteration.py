@@ -79,12 +79,91 @@ def unroll(step: Step, K: int) -> Block:
     return block
 
 
-def restart(step: Step, theta: Theta, x0: torch.Tensor, K: int, T: int) -> Restart:
+def _block(step: Step, theta: Theta, x: torch.Tensor, K: int, first: bool) -> torch.Tensor:
+    """Φ_K(x, θ) inline (no memo scope of its own: the caller holds one); ``first`` names a
+    shape error of the very first step."""
+    x = first_step(step, x, theta) if first else check_step_output(step(x, theta), x)
+    for _ in range(K - 1):
+        # metadata only (no host synchronisation): a step must keep x's shape and dtype
+        x = check_step_output(step(x, theta), x)
+    return x
+
+
+def _restart_eager(
+    step: Step, theta: Theta, x0: torch.Tensor, K: int, T: int, residuals: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """T blocks; residuals[t] = ‖x_{K(t+1)} − x_{Kt}‖ written in place (no list, no stack).
+
+    The loop owns one buffer, the block difference, reused by every block (``out=``); the
+    iterates are the step's own outputs (a step returns a new tensor; no user tensor is
+    written). Nothing is read back to the host."""
+    diff = torch.empty_like(x0)
+    x_prev, x = x0, x0
+    for t in range(T):
+        x_prev, x = x, _block(step, theta, x, K, first=t == 0)
+        torch.sub(x, x_prev, out=diff)
+        torch.linalg.vector_norm(diff, out=residuals[t])
+    return x, x_prev
+
+
+def _restart_cuda_graph(
+    step: Step, theta: Theta, x0: torch.Tensor, K: int, T: int, residuals: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The same T blocks with blocks 2…T replayed from one CUDA graph of Φ_K.
+
+    Block 1 runs eagerly on a side stream (the warm-up capture needs; it also fills the
+    block memo, whose θ-maps the captured block then reads in place). Block 2 is captured
+    from a static input buffer and replayed T − 1 times, the static input refreshed by a
+    device copy between replays: one graph launch per block instead of K·(kernels per step)
+    launches, and no host synchronisation inside the loop.
+    """
+    current = torch.cuda.current_stream(x0.device)
+    side = torch.cuda.Stream(device=x0.device)
+    side.wait_stream(current)
+    with torch.cuda.stream(side):
+        x1 = _block(step, theta, x0, K, first=True)
+        residuals[0] = torch.linalg.vector_norm(x1 - x0)
+    current.wait_stream(side)
+    if T == 1:
+        return x1, x0
+    static_in = x1.clone()
+    graph = torch.cuda.CUDAGraph()
+    try:
+        with torch.cuda.graph(graph):
+            static_out = _block(step, theta, static_in, K, first=False)
+    except RuntimeError as error:
+        raise InvalidInputError(
+            f"restart(cuda_graph=True): the step cannot be captured in a CUDA graph ({error}); "
+            "a captured step must not synchronise the host (.item(), .tolist(), printing a "
+            "tensor, data-dependent shapes) nor copy from CPU tensors: call restart with "
+            "cuda_graph=False"
+        ) from error
+    diff = torch.empty_like(static_in)
+    for t in range(1, T):
+        graph.replay()
+        torch.sub(static_out, static_in, out=diff)
+        torch.linalg.vector_norm(diff, out=residuals[t])
+        if t < T - 1:
+            static_in.copy_(static_out)
+    return static_out.clone(), static_in.clone()
+
+
+def restart(
+    step: Step, theta: Theta, x0: torch.Tensor, K: int, T: int, *, cuda_graph: bool = False
+) -> Restart:
     r"""T restarts of Φ_K without a graph, eq. (24): returns x_{KT} and x_{K(T−1)}.
 
-    The loop runs under :func:`torch.no_grad` and makes no host synchronisation: block
-    residuals stay on the device and are copied once at the end. θ-only work of the step is
-    done once for the whole loop (:mod:`operators.memo`).
+    The loop runs under one :func:`torch.no_grad` and one memo scope (θ-only work of the step
+    is done once for the whole loop, :mod:`operators.memo`), writes the block residuals into
+    one preallocated device tensor and reuses one buffer for the block difference; it makes
+    no host synchronisation: the residuals are copied to the host once, at the end.
+
+    ``cuda_graph=True`` (CUDA tensors only; elsewhere the eager loop runs, there is nothing
+    to capture) captures Φ_K once and replays it for blocks 2…T. The step must then be
+    capturable: no host synchronisation and no CPU→GPU copies inside, and no Python side
+    effects that must happen at every call (the step's Python code runs K times in block 1
+    and K times at capture, not K·T times). A step that cannot be captured raises
+    :class:`InvalidInputError`.
 
     Examples
     --------
@@ -97,14 +176,15 @@ def restart(step: Step, theta: Theta, x0: torch.Tensor, K: int, T: int) -> Resta
     check_count(K, "K")
     check_count(T, "T")
     check_point(x0, "x0", theta)
-    Phi = unroll(step, K)
-    residuals = []
+    if not isinstance(cuda_graph, bool):
+        raise InvalidInputError(f"cuda_graph must be True or False, got {cuda_graph!r}.")
+    residuals = torch.empty(T, dtype=x0.dtype, device=x0.device)
     with torch.no_grad(), block_scope():
-        x_prev, x = x0, x0
-        for _ in range(T):
-            x_prev, x = x, Phi(x, theta)
-            residuals.append(torch.linalg.vector_norm(x - x_prev))
-    res = torch.stack(residuals).to("cpu", torch.float64)
+        if cuda_graph and x0.device.type == "cuda":
+            x, x_prev = _restart_cuda_graph(step, theta, x0, K, T, residuals)
+        else:
+            x, x_prev = _restart_eager(step, theta, x0, K, T, residuals)
+    res = residuals.to("cpu", torch.float64)
     if not torch.isfinite(res).all():
         raise NotContractiveError(
             "the restarted iteration produced NaN/inf: the step is not contractive; reduce the "

@@ -130,3 +130,77 @@ def test_caller_theta_untouched():
     theta = torch.tensor(0.5, requires_grad=True)
     g = hypergrad.unrolled(affine_step, theta, torch.zeros(1), lambda x: (x**2).sum(), 2, 2)
     assert theta.grad is None and not g.requires_grad
+
+
+def _loop_work(T: int) -> tuple[int, int]:
+    """(tensors the restart loop itself creates, host reads) for T blocks of K = 3 affine steps."""
+    from benchmarks.restart_before_after import NewTensors
+
+    theta, x0 = torch.tensor(0.5), torch.zeros(7)
+    with NewTensors() as one:
+        affine_step(x0, theta)
+    with NewTensors() as loop:
+        restart(affine_step, theta, x0, K=3, T=T)
+    return loop.count - 3 * T * one.count, loop.host_reads
+
+
+def test_restart_loop_allocates_and_syncs_once_whatever_T():
+    """No tensor created and no tensor read on the host per block or per step: the loop's own
+    allocations (residual buffer, difference buffer, the copy to the host) and its host reads
+    (the final finiteness check) are the same for 2 and for 9 blocks."""
+    assert _loop_work(2) == _loop_work(9)
+    assert _loop_work(2)[1] >= 1  # the counter sees the final check
+
+
+def test_restart_residuals_are_the_block_differences():
+    p = problems.make_problem("group_l21", n=12, d=3, seed=3)
+    x, x_prev, stats = restart(p.step, p.theta, p.x0, K=2, T=4)
+    Phi, u, expected = unroll(p.step, 2), p.x0, []
+    for _ in range(4):
+        u_next = Phi(u, p.theta)
+        expected.append(torch.linalg.vector_norm(u_next - u))
+        u_prev, u = u, u_next
+    assert torch.equal(stats.residuals, torch.stack(expected))
+    assert torch.equal(x, u) and torch.equal(x_prev, u_prev)
+
+
+def test_restart_leaves_the_start_untouched():
+    x0 = torch.linspace(0, 1, 5, dtype=torch.float64)
+    copy = x0.clone()
+    out = restart(affine_step, torch.tensor(0.5, dtype=torch.float64), x0, K=2, T=3)
+    assert torch.equal(x0, copy) and out.x.data_ptr() != x0.data_ptr()
+
+
+def test_cuda_graph_flag_off_cuda_runs_the_eager_loop():
+    p = problems.make_problem("group_l21", n=12, d=3, seed=3)
+    eager = restart(p.step, p.theta, p.x0, K=4, T=5)
+    flagged = restart(p.step, p.theta, p.x0, K=4, T=5, cuda_graph=True)
+    assert torch.equal(eager.x, flagged.x) and torch.equal(eager.x_prev, flagged.x_prev)
+    assert torch.equal(eager.stats.residuals, flagged.stats.residuals)
+    with pytest.raises(InvalidInputError, match="cuda_graph must be True or False"):
+        restart(p.step, p.theta, p.x0, K=4, T=5, cuda_graph="yes")
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("T", [1, 2, 6])
+def test_cuda_graph_restart_equals_eager(T):
+    p = problems.make_problem("group_l21", n=64, d=4, seed=3)
+    theta = tuple(t.cuda() for t in p.theta) if isinstance(p.theta, tuple) else p.theta.cuda()
+    x0 = p.x0.cuda()
+    eager = restart(p.step, theta, x0, K=3, T=T)
+    graphed = restart(p.step, theta, x0, K=3, T=T, cuda_graph=True)
+    torch.testing.assert_close(graphed.x, eager.x, rtol=1e-14, atol=0)
+    torch.testing.assert_close(graphed.x_prev, eager.x_prev, rtol=1e-14, atol=0)
+    torch.testing.assert_close(graphed.stats.residuals, eager.stats.residuals, rtol=1e-12, atol=0)
+    assert graphed.x.device == x0.device and graphed.x.dtype == x0.dtype
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_graph_refuses_a_step_that_syncs():
+    def syncing(x, theta):
+        return theta * x + float(x.sum().item() > -1)  # reads x on the host
+
+    theta, x0 = torch.tensor(0.5, device="cuda"), torch.zeros(8, device="cuda")
+    with pytest.raises(InvalidInputError, match="cuda_graph=False"):
+        restart(syncing, theta, x0, K=2, T=3, cuda_graph=True)
+    assert restart(syncing, theta, x0, K=2, T=3).x.isfinite().all()
