@@ -263,6 +263,10 @@ def test_every_flag_has_help(command, config, capsys):
         (dict(T="5", tol=1e-3), "only value is auto"),
         (dict(models="pnp-weights"), "fig1 has the rows wavelet-B, wavelet-BC"),
         (dict(figure="fig2", models="pnp-weights"), "select pnp-sigma-tau too"),
+        (dict(start="y"), "--start 'y'"),
+        (dict(noise=-0.1), "--noise"),
+        (dict(inspect_every=-1), "--inspect-every"),
+        (dict(figure="fig2", inspect_every=5), "select the wavelet rows"),
     ],
 )
 def test_validation_before_any_work(tmp_path, changes, message):
@@ -288,6 +292,41 @@ def test_cli_errors_exit_2(tmp_path, capsys):
     assert main(["reproduce", "fig1", "--configs", "1,1;x", "--out", str(tmp_path)]) == 2
     assert "--configs '1,1;x': write (K, T) pairs" in capsys.readouterr().err
     assert not list(tmp_path.iterdir())
+
+
+def test_inspection_leaves_the_run_unchanged_and_splits_the_error(tmp_path):
+    """--inspect-every: the training (metrics.csv) is the run without it; at K = T = 1 ReTune
+    is the unrolled gradient; ReTune's error is the sum of the four terms of trajectory.py
+    (so their norms bound it: a wrong split breaks the triangle inequality)."""
+    plain, inspected = tmp_path / "a", tmp_path / "b"
+    assert rp.run_reproduce(tiny(plain, models="wavelet-BC")) == 0
+    assert rp.run_reproduce(tiny(inspected, models="wavelet-BC", inspect_every=2)) == 0
+    a = pd.read_csv(plain / "fig1" / "t" / "metrics.csv").drop(columns="seconds")
+    b = pd.read_csv(inspected / "fig1" / "t" / "metrics.csv").drop(columns="seconds")
+    pd.testing.assert_frame_equal(a, b)
+    rows = pd.read_csv(inspected / "fig1" / "t" / "trajectory.csv")
+    assert sorted(set(rows.step)) == [1, 2] and set(zip(rows.K, rows["T"])) == {(1, 1), (10, 10)}
+    one = rows[rows.K == 1]
+    np.testing.assert_allclose(one.cos_step, one.cos_unrolled, rtol=1e-12)
+    np.testing.assert_allclose(one.rel_step, one.rel_unrolled, rtol=1e-10)
+    terms = rows.rel_loss_term + rows.rel_jacobian_term + rows.rel_readout_term + rows.rel_jfb
+    assert (rows.rel_step <= terms * (1 + 1e-9)).all()
+    assert (rows.rel_step[rows.K == 1] > 1e-3).all()  # the split is not vacuous
+    assert (inspected / "fig1" / "t" / "trajectory.png").is_file()
+
+
+def test_start_observation_is_u0_Dy():
+    from experiments.reproduce.train import Problem, make_data
+
+    clean = torch.rand(2, 3, 32, 32, dtype=torch.float64)
+    data = make_data("deblur", clean, clean, 0, torch.device("cpu"), torch.float64, noise=0.1)
+    assert data.forward.sigma.tolist() == [0.1] * 3
+    y = data.y
+    ours = Problem("wavelet-BC", "deblur", data.forward).section4(y)
+    theirs = Problem("wavelet-BC", "deblur", data.forward, start="observation").section4(y)
+    torch.testing.assert_close(theirs.x0, ours.fb.D.analysis(y))
+    torch.testing.assert_close(ours.x0, ours.fb.D.analysis(data.forward.A_adjoint(y)))
+    assert not torch.allclose(ours.x0, theirs.x0)  # Aᵀy ≠ y for a blur
 
 
 def test_models_selects_rows_in_the_figures_order(tmp_path):

@@ -248,7 +248,7 @@ def _run(
         },
         folder / "config.json",
     )
-    data = make_data(figure.task, train_clean, test_clean, cfg.seed, device, dtype)
+    data = make_data(figure.task, train_clean, test_clean, cfg.seed, device, dtype, cfg.noise)
     settings = TrainSettings(
         estimator=cfg.estimator,
         batch=cfg.batch,
@@ -295,8 +295,13 @@ def _run(
         if frames:
             write_csv_atomic(pd.concat(frames, ignore_index=True), folder / "metrics.csv")
 
+    inspector = None
+    if cfg.inspect_every:
+        from .trajectory import TRAJECTORY_FILE, GradientInspector
+
+        inspector = GradientInspector(cfg.inspect_every, folder / TRAJECTORY_FILE)
     for unit in units:
-        problem = Problem(unit.model, figure.task, data.forward, denoiser)
+        problem = Problem(unit.model, figure.task, data.forward, denoiser, start=cfg.start)
         if unit.model == "pnp-weights":
             sigma, tau = thetas[Unit("pnp-sigma-tau", unit.K, unit.T)].exp().tolist()
             problem.sigma, problem.tau = sigma, tau
@@ -318,6 +323,8 @@ def _run(
         else:
             if ckpt is not None:
                 print(f"   {unit.label}: resuming at step {int(ckpt['step'])}", flush=True)
+            if inspector is not None:
+                inspector.resume(unit, 0 if ckpt is None else int(ckpt["step"]))
             lr = cfg.lr_weights if unit.model == "pnp-weights" else cfg.lr
             theta = train_unit(
                 unit,
@@ -330,6 +337,7 @@ def _run(
                 rows=rows[unit],
                 on_checkpoint=write_metrics,
                 on_step=on_step,
+                inspect=inspector,
                 progress=not cfg.quiet,
             ).theta
         thetas[unit] = theta
@@ -366,6 +374,10 @@ def _run(
         labels=labels,
         window=WINDOW,
     )
+    if inspector is not None and inspector.rows:
+        from .trajectory import trajectory_figure
+
+        paths += trajectory_figure(pd.DataFrame(inspector.rows), folder / "trajectory")
     seconds = time.perf_counter() - started
     shown_cols = ["model", "K", "T", "steps", "final_train_psnr", "test_psnr", "train_seconds"]
     print("\n" + summary[shown_cols].to_string(index=False, float_format=lambda v: f"{v:.2f}"))

@@ -138,6 +138,21 @@ class ReproduceConfig(TypedFields):
     lr: float = field(default=5e-2, metadata={"help": "Adam learning rate"})
     lr_weights: float = field(default=5e-5, metadata={"help": "Adam lr for the DRUNet weights"})
     log_lambda: float = field(default=0.0, metadata={"help": "initial log λ_j (wavelet)"})
+    start: str = field(
+        default="adjoint",
+        metadata={
+            "help": "adjoint: x0 = D A^T y, the paper's text after (52); observation: u0 = D y "
+            "(x0 = y), as the authors' code starts"
+        },
+    )
+    noise: float | None = field(
+        default=None,
+        metadata={
+            "help": "observation noise σ on every channel (default: the paper's per task; the "
+            "authors' inpainting data use 0.1)",
+            "parse": lambda v: None if v in (None, "", "None") else float(v),
+        },
+    )
     pnp_sigma: float = field(default=0.05, metadata={"help": "initial σ of pnp-sigma-tau"})
     pnp_tau: float = field(default=1.0, metadata={"help": "initial τ of pnp-sigma-tau"})
     fixed_point_rtol: float = field(default=1e-5, metadata={"help": "jfb/deq_solve fixed point"})
@@ -160,6 +175,14 @@ class ReproduceConfig(TypedFields):
     threads: int = field(default=0, metadata={"help": "torch CPU threads (0: leave)"})
     seed: int = field(default=0, metadata={"help": "seed of the crops, noise and batches"})
     checkpoint_every: int = field(default=25, metadata={"help": "gradient steps between saves"})
+    inspect_every: int = field(
+        default=0,
+        metadata={
+            "help": "every N-th gradient step (and the first) compare the step's gradient "
+            "with the DEQ, unrolled and JFB gradients on its batch, in trajectory.csv "
+            "(wavelet models; 0: off)"
+        },
+    )
     resume: bool = field(default=False, metadata={"help": "continue the run in the folder"})
     quiet: bool = field(default=False, metadata={"help": "no progress bars"})
 
@@ -324,7 +347,20 @@ def validate(cfg: ReproduceConfig) -> None:
             f"--fixed-point-rtol must be in (0, 1), got {cfg.fixed_point_rtol}."
         )
     parse_configs(cfg.configs)
-    selected_models(cfg)
+    models = selected_models(cfg)
+    if cfg.start not in ("adjoint", "observation"):
+        raise InvalidInputError(f"--start {cfg.start!r}: choose adjoint or observation.")
+    if cfg.noise is not None and not (math.isfinite(cfg.noise) and cfg.noise >= 0):
+        raise InvalidInputError(f"--noise must be a noise level >= 0, got {cfg.noise}.")
+    if not (isinstance(cfg.inspect_every, int) and cfg.inspect_every >= 0):
+        raise InvalidInputError(
+            f"--inspect-every must be 0 (off) or positive, got {cfg.inspect_every}."
+        )
+    if cfg.inspect_every and any(m.startswith("pnp") for m in models):
+        raise InvalidInputError(
+            "--inspect-every compares with the DEQ gradient at the fixed point, which FB-PnP "
+            "does not guarantee: select the wavelet rows with --models wavelet-BC."
+        )
     parse_nc(cfg.denoiser_nc)
     _check_T_auto(cfg)
     if cfg.denoiser is not None and not Path(cfg.denoiser).is_file():

@@ -180,16 +180,20 @@ def make_data(
     seed: int,
     device: torch.device,
     dtype: torch.dtype,
+    noise: float | None = None,
 ) -> Data:
     """The forward model of ``task`` (section 4) and every observation, drawn once.
 
     ``train_clean`` and ``test_clean`` (N, 3, H, W) are moved to ``device`` and ``dtype``
     here, explicitly; the training observations use ``seed``, the test ones ``seed + 1``.
+    ``noise`` replaces the paper's σ of the task (every channel), None keeps it.
     """
     from operators.physics import make_forward_model
 
     H, W = train_clean.shape[-2:]
-    forward = make_forward_model(task, 3, (H, W), device=device, dtype=dtype, seed=seed)
+    forward = make_forward_model(
+        task, 3, (H, W), device=device, dtype=dtype, seed=seed, sigma=noise
+    )
     clean = train_clean.to(device=device, dtype=dtype)
     test = test_clean.to(device=device, dtype=dtype)
     return Data(
@@ -216,6 +220,9 @@ class Problem:
     denoiser: torch.nn.Module | None = None
     sigma: float | None = None
     tau: float | None = None
+    start: str = "adjoint"
+    """``adjoint``: x₀ = D Aᵀy (wavelet) or Aᵀy (PnP), the paper's text after (52);
+    ``observation``: u₀ = Dy, x₀ = y, as the authors' code starts (``docs/reproduce.md``)."""
 
     def build(
         self, y: torch.Tensor, theta: Theta | None = None
@@ -238,7 +245,7 @@ class Problem:
         if self.model == "pnp-weights" and (self.sigma is None or self.tau is None):
             raise InvalidInputError("pnp-weights needs the (σ, τ) learned by pnp-sigma-tau.")
         fixed = {} if self.sigma is None else {"pnp_sigma": self.sigma, "pnp_tau": self.tau}
-        return section4.build(
+        problem = section4.build(
             self.task,
             self.model,
             y=y,
@@ -247,6 +254,14 @@ class Problem:
             denoiser=self.denoiser,
             **fixed,
         )
+        if self.start == "adjoint":
+            return problem
+        if self.start != "observation":
+            raise InvalidInputError(
+                f"start {self.start!r}: choose adjoint (x₀ = D Aᵀy) or observation (u₀ = Dy)."
+            )
+        x0 = y.clone() if problem.fb is None else problem.fb.D.analysis(y)
+        return dataclasses.replace(problem, x0=x0)
 
 
 def initial_theta(
@@ -469,6 +484,7 @@ def train_unit(
     rows: list[dict[str, Any]],
     on_checkpoint: Callable[[], None] = lambda: None,
     on_step: Callable[[Unit, int], None] | None = None,
+    inspect: Callable[..., None] | None = None,
     progress: bool = True,
 ) -> UnitResult:
     r"""Algorithm 1 for one (model, K, T): Adam on θ with the hypergradient of ``settings``.
@@ -497,6 +513,12 @@ def train_unit(
     on_step
         Called as ``on_step(unit, step)`` after gradient step ``step`` (1-based) and its
         checkpoint, if any; the tests interrupt a run from here.
+    inspect
+        Called as ``inspect(unit, step, theta, problem, loss, est)`` after the gradient of
+        step ``step`` is computed and before Adam uses it (θ^{[ℓ]}, the batch's
+        :class:`~operators.section4.Section4Problem`, the training loss, the
+        :class:`~operators.estimate.Estimate`); it must not change θ
+        (:class:`experiments.reproduce.trajectory.GradientInspector`).
     progress
         Show a progress bar (:func:`experiments.common.progress.progress`).
     """
@@ -563,6 +585,10 @@ def train_unit(
                 settings, step, theta, x0, loss, unit.K, unit.T, readout, delta=delta
             )
             grad = est.grad
+            if inspect is not None:  # not counted in the step's seconds
+                inspected = time.perf_counter()
+                inspect(unit, index + 1, theta, p, loss, est)
+                started += time.perf_counter() - inspected
             with torch.no_grad():  # the image the loss saw, at the θ of this step
                 image = est.x if readout is None else readout(est.x, theta)
             for leaf, g in zip(leaves, as_tuple(grad), strict=True):
