@@ -20,6 +20,7 @@ from experiments.bench import (
     torchdeq_gradient,
     validate,
 )
+from experiments.bench.ours import MEMORY_T, memory_name
 from operators import fixed_point, hypergrad
 from operators.errors import InvalidInputError
 
@@ -54,12 +55,20 @@ def test_ours_only(tmp_path):
     assert ours.loc["ours unrolled 4", "vjps"] == 4
     assert ours.loc["ours DEQ GMRES→1e-06 after 4", "vjps"] >= 2
     assert ours.loc["ours DEQ GMRES×3 after 4", "vjps"] == 3 + 1  # as many as FP 3 + ∂θφ
+    # ReTune's memory rows: K VJPs and K·T forward steps whatever T
+    for T in MEMORY_T:
+        row = ours.loc[memory_name(BenchConfig(**TINY), T)]
+        assert (row.vjps, row.forward_steps) == (2, 2 * T)
     ok = ours[ours.status == "ok"]
     assert ok.rel_error.between(0, float("inf")).all()
     assert (ok.seconds > 0).all() and (ok.time_vs_retune > 0).all()
     assert ours.loc[retune_name(BenchConfig(**TINY)), "time_vs_retune"] == 1.0
     goals = pd.read_csv(tmp_path / "targets.csv")
-    assert len(goals) == 9 and goals.result.str.startswith("not ").all()  # no peer rows
+    # without peers only ReTune's own memory target is measured
+    memory = goals.target.str.startswith("ReTune's working set flat in T")
+    assert len(goals) == 12 and memory.sum() == 1
+    assert goals[~memory].result.str.startswith("not ").all()
+    assert goals[memory].result.isin(["met", "missed", "not measured"]).all()
     config = json.loads((tmp_path / "config.json").read_text())
     assert config["checks"]["omega"] == pytest.approx(0.95, abs=1e-3)
     assert len(config["load_average_before"]) == 3
@@ -71,17 +80,34 @@ def test_with_peers(tmp_path):
     assert run_bench(BenchConfig(**TINY, peers=True, out=str(tmp_path))) == 0
     frame = _frame(tmp_path).set_index("method")
     peers = frame[frame.library.str.contains("deepinv|torchdeq")]
-    assert len(peers) == 9
+    assert len(peers) == 15
     ran = peers.status.eq("ok") | peers.status.str.startswith("tolerance not reached")
     assert ran.all(), peers.status.to_dict()
-    # the peers iterate the map we iterate: deepinv (with λ/0.1) the ptwt map, torchdeq ours
-    assert (peers.forward_agreement < 1e-5).all(), peers.forward_agreement.to_dict()
+    # the fixed-point peers iterate the map we iterate: deepinv (with λ/0.1) the ptwt map,
+    # torchdeq both; Broyden and the damped phantom iterate something else (no agreement)
+    other = peers.index.str.contains("Broyden|τ=0.5")
+    assert other.sum() == 3 and peers[other].forward_agreement.isna().all()
+    agree = peers[~other].forward_agreement
+    assert (agree < 1e-5).all(), agree.to_dict()
+    assert (peers.forward_error > 0).all()  # every peer's output, against the fixed point
     # fixed iteration counts: 3 backward iterations + the VJP for ∂θφ; one-step: 1
     assert frame.loc["deepinv DEQ (FP 3)", "vjps"] == 4
+    assert frame.loc["deepinv DEQ (Anderson 3)", "vjps"] == 4
     assert frame.loc["torchdeq IFT (FP 3)", "vjps"] == 4
     assert frame.loc["torchdeq IFT (FP 3), our map", "vjps"] == 4
     assert frame.loc["deepinv Jacobian-free", "vjps"] == 1
     assert frame.loc["torchdeq 1-step, our map", "vjps"] == 1
+    # Broyden's backward evaluates its residual once before its 3 iterations; + ∂θφ
+    assert frame.loc["torchdeq Broyden 4 + IFT (Broyden 3), our map", "vjps"] == 3 + 2
+    # the phantom gradient backpropagates through its K graph steps, as ReTune
+    for name in ("", ", our map"):
+        assert frame.loc[f"torchdeq phantom K=2 τ=1{name}", "vjps"] == 2
+        assert frame.loc[f"torchdeq phantom K=2 τ=1{name}", "forward_steps"] == 4
+    # on our map, τ = 1 after a no-grad solve is ReTune: the same gradient (float32 rounding)
+    phantom = frame.loc["torchdeq phantom K=2 τ=1, our map", "rel_error"]
+    assert phantom == pytest.approx(
+        frame.loc[retune_name(BenchConfig(**TINY)), "rel_error"], rel=1e-4
+    )
     # deepinv and torchdeq differentiate the same ptwt map: the same one-step gradient (their
     # IFT differ: deepinv's backward starts from the incoming gradient, torchdeq's from 0)
     one_step = frame.loc[["deepinv Jacobian-free", "torchdeq 1-step"], "rel_error"]
@@ -101,7 +127,7 @@ def test_missing_peers_give_rows(tmp_path, monkeypatch):
     assert run_bench(BenchConfig(**TINY, peers=True, out=str(tmp_path))) == 0
     frame = _frame(tmp_path)
     peers = frame[frame.library.str.contains("deepinv|torchdeq")]
-    assert len(peers) == 9
+    assert len(peers) == 15
     torchdeq = peers[peers.library.str.startswith("torchdeq")]
     assert torchdeq.status.str.startswith("not installed: torchdeq").all()
     deepinv = peers[peers.library.str.startswith("deepinv")]
@@ -128,6 +154,23 @@ def test_torchdeq_ift_on_our_map_is_our_deq_gradient(one_thread):
     assert torch.allclose(ift, deq, rtol=1e-10, atol=1e-10 * deq.norm().item())
     assert torch.allclose(one, jfb, rtol=1e-10, atol=1e-10 * jfb.norm().item())
     assert (ift - one).norm() > 0.1 * deq.norm()  # and the two estimators differ
+
+
+def test_torchdeq_phantom_after_a_no_grad_solve_is_retune(one_thread):
+    """grad=K, tau=1 after K(T − 1) no-grad steps: Algorithm 1's gradient, in float64."""
+    torchdeq = pytest.importorskip("torchdeq")
+    bench = Bench(BenchConfig(size=32, batch=1), torch.device("cpu"))
+    step, theta, u0, loss = bench.problem("ours", torch.float64)
+    K, T = 3, 4
+    options = dict(f_solver="fixed_point_iter", f_max_iter=K * (T - 1), f_tol=0.0)
+    deq = torchdeq.get_deq(**options, grad=K, tau=1.0)
+    phantom, _ = torchdeq_gradient(deq, step, theta, u0, loss)()
+    ours = torch.cat([g.reshape(-1) for g in hypergrad.retune(step, theta, u0, loss, K, T)])
+    assert torch.allclose(phantom, ours, rtol=1e-12, atol=1e-12 * ours.norm().item())
+    damped, _ = torchdeq_gradient(
+        torchdeq.get_deq(**options, grad=K, tau=0.5), step, theta, u0, loss
+    )()
+    assert (damped - ours).norm() > 1e-3 * ours.norm()  # damping changes the estimator
 
 
 def test_validate_rejects_unequal_work():

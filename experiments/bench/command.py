@@ -30,6 +30,8 @@ TABLE = [
     "seconds",
     "peak_mb",
     "rel_error",
+    "cosine",
+    "forward_error",
     "time_vs_retune",
     "mem_vs_retune",
     "status",

@@ -28,7 +28,14 @@ AGREE_RTOL = 1e-4
 """Agreement asked of deepinv's iterates and :class:`PtwtFB`'s (float32 rounding, 3 steps)."""
 
 
-def _gradient(bench: Bench, *, jacobian_free: bool, max_backward: int, thres: float) -> Call:
+def _gradient(
+    bench: Bench,
+    *,
+    jacobian_free: bool,
+    max_backward: int,
+    thres: float,
+    anderson_backward: bool = False,
+) -> Call:
     from deepinv.optim import DEQConfig, optim_builder
     from deepinv.optim.data_fidelity import L2
     from deepinv.optim.prior import WaveletPrior
@@ -51,7 +58,8 @@ def _gradient(bench: Bench, *, jacobian_free: bool, max_backward: int, thres: fl
         trainable_params=["lambda"],
         DEQ=DEQConfig(
             jacobian_free=jacobian_free,
-            anderson_acceleration_backward=False,
+            # Anderson's history, β and ε: deepinv's defaults (5, 1.0, 1e-4)
+            anderson_acceleration_backward=anderson_backward,
             max_iter_backward=max_backward,
         ),
         anderson_acceleration=False,
@@ -72,7 +80,7 @@ def _gradient(bench: Bench, *, jacobian_free: bool, max_backward: int, thres: fl
 
 
 def specs(bench: Bench) -> list[Spec]:
-    """deepinv's three rows on the ptwt map."""
+    """deepinv's four rows on the ptwt map."""
     cfg, b = bench.cfg, bench.cfg.backward_iters
     lib, req = library("deepinv"), ("deepinv", "ptwt")
     return [
@@ -83,6 +91,18 @@ def specs(bench: Bench) -> list[Spec]:
             "ift",
             req,
             lambda: _gradient(bench, jacobian_free=False, max_backward=b, thres=0.0),
+            output_steps=cfg.steps + 1,  # a no-grad solve of steps, then one step with grad
+        ),
+        Spec(
+            f"deepinv DEQ (Anderson {b})",
+            lib,
+            "ptwt",
+            "ift",
+            req,
+            lambda: _gradient(
+                bench, jacobian_free=False, max_backward=b, thres=0.0, anderson_backward=True
+            ),
+            output_steps=cfg.steps + 1,  # a no-grad solve of steps, then one step with grad
         ),
         Spec(
             "deepinv Jacobian-free",
@@ -91,6 +111,7 @@ def specs(bench: Bench) -> list[Spec]:
             "one-step",
             req,
             lambda: _gradient(bench, jacobian_free=True, max_backward=b, thres=0.0),
+            output_steps=cfg.steps + 1,  # a no-grad solve of steps, then one step with grad
         ),
         Spec(
             f"deepinv DEQ (FP→{cfg.solve_tol:.0e})",
@@ -103,6 +124,7 @@ def specs(bench: Bench) -> list[Spec]:
             ),
             cap=TOL_CAP * b,
             once=True,
+            output_steps=cfg.steps + 1,  # a no-grad solve of steps, then one step with grad
         ),
     ]
 

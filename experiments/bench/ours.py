@@ -12,7 +12,10 @@ from operators.errors import ConvergenceError
 from .config import TOL_CAP, BenchConfig
 from .problem import Bench, Call, Spec, flat, not_a_fixed_point_ok
 
-__all__ = ["deq_name", "krylov_products", "retune_name", "specs"]
+__all__ = ["MEMORY_T", "deq_name", "krylov_products", "memory_name", "retune_name", "specs"]
+
+MEMORY_T = (2, 40)
+"""ReTune's restarts in the memory rows: its working set must not grow with T (Algorithm 1)."""
 
 
 def krylov_products(vjps: int, restart_every: int) -> int:
@@ -32,6 +35,11 @@ def retune_name(cfg: BenchConfig) -> str:
     return f"ours ReTune K={cfg.K} T={cfg.T}"
 
 
+def memory_name(cfg: BenchConfig, T: int) -> str:
+    """The method name of a ReTune row with T restarts, timed for its working set."""
+    return f"ours ReTune K={cfg.K} T={T} (memory in T)"
+
+
 def deq_name(cfg: BenchConfig, *, fixed: bool = False) -> str:
     """The method name of our DEQ row: given ``backward_iters`` VJPs, or to ``solve_tol``."""
     solve = f"×{cfg.backward_iters}" if fixed else f"→{cfg.solve_tol:.0e}"
@@ -39,13 +47,14 @@ def deq_name(cfg: BenchConfig, *, fixed: bool = False) -> str:
 
 
 def specs(bench: Bench) -> list[Spec]:
-    """Our five rows on our map, in float32, every step counted by the bench's VJP counter."""
+    """Our five rows on our map, and ReTune at T ∈ MEMORY_T (its working set against T), in
+    float32, every step counted by the bench's VJP counter."""
     cfg, lib, n, b = bench.cfg, "retune-suite", bench.cfg.steps, bench.cfg.backward_iters
     step, theta, u0, loss = bench.problem("ours", torch.float32)
     step = bench.counter.wrap(step)
 
-    def retune():
-        return flat(hypergrad.retune(step, theta, u0, loss, cfg.K, cfg.T)), None
+    def retune(T: int = cfg.T) -> Call:
+        return lambda: (flat(hypergrad.retune(step, theta, u0, loss, cfg.K, T)), None)
 
     def jfb():
         u = restart(step, theta, u0, 1, n).x
@@ -97,7 +106,7 @@ def specs(bench: Bench) -> list[Spec]:
         return flat(hypergrad.unrolled(step, theta, u0, loss, 1, n)), None
 
     return [
-        Spec(retune_name(cfg), lib, "ours", "retune", (), lambda: retune),
+        Spec(retune_name(cfg), lib, "ours", "retune", (), retune),
         Spec(f"ours JFB after {n}", lib, "ours", "jfb", (), lambda: jfb),
         Spec(deq_name(cfg, fixed=True), lib, "ours", "deq", (), deq_fixed_count),
         Spec(
@@ -110,4 +119,15 @@ def specs(bench: Bench) -> list[Spec]:
             cap=TOL_CAP * b,
         ),
         Spec(f"ours unrolled {n}", lib, "ours", "unrolled", (), lambda: unrolled),
+    ] + [
+        Spec(
+            memory_name(cfg, T),
+            lib,
+            "ours",
+            "retune",
+            (),
+            lambda T=T: retune(T),
+            forward_steps=cfg.K * T,
+        )
+        for T in MEMORY_T
     ]

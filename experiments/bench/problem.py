@@ -47,6 +47,8 @@ class Spec:
     make: Callable[[], Call]
     cap: int | None = None  # a "→ tolerance" row: its backward-iteration cap
     once: bool = False  # timed once, without warm-up (the peers' minutes-long "→ tolerance")
+    output_steps: int | None = None  # the output is φ^n(x₀) for this n (None: not an FP iterate)
+    forward_steps: int | None = None  # forward steps of the row when not ``cfg.steps``
 
 
 @dataclass(frozen=True)
@@ -55,6 +57,7 @@ class Reference:
 
     grad: torch.Tensor
     x_hat: torch.Tensor  # the image of the fixed point
+    x_star: torch.Tensor  # the fixed point of the map's iterate (u for ours, the image for ptwt)
     seconds: float
     fixed_point_steps: int
     residual: float
@@ -133,7 +136,7 @@ class Bench:
         self.gamma = 1.0 - self.omega  # the ptwt map contracts at 1 − γ: our rate
         self.counter = VJPCounter()
         self.references: dict[str, Reference] = {}
-        self.expected: dict[str, torch.Tensor] = {}
+        self.expected: dict[tuple[str, int], torch.Tensor] = {}
         self.checks: dict[str, float] = {"omega": self.omega, "gamma_ptwt": self.gamma}
 
     def problem(self, name: str, dtype: torch.dtype) -> tuple[Callable, object, torch.Tensor, Loss]:
@@ -167,6 +170,7 @@ class Bench:
         ref = Reference(
             grad=flat(grad),
             x_hat=x_hat.detach(),
+            x_star=fp.x.detach(),
             seconds=time.perf_counter() - start,
             fixed_point_steps=fp.stats.blocks,
             residual=stats.residuals[-1].item(),
@@ -179,9 +183,10 @@ class Bench:
         )
         return ref
 
-    def expected_output(self, name: str) -> torch.Tensor:
-        """φ^{steps+1}(x₀) in float32: what a peer returns (its last iterate plus one step)."""
-        if name not in self.expected:
+    def expected_output(self, name: str, steps: int) -> torch.Tensor:
+        """φ^steps(x₀) in float32: what a fixed-point peer returns after ``steps`` steps (a
+        forward solve of ``steps − 1`` plus its graph step, or ``steps − K`` plus K)."""
+        if (name, steps) not in self.expected:
             step, theta, x0, _ = self.problem(name, torch.float32)
-            self.expected[name] = restart(step, theta, x0, 1, self.cfg.steps + 1).x
-        return self.expected[name]
+            self.expected[name, steps] = restart(step, theta, x0, 1, steps).x
+        return self.expected[name, steps]

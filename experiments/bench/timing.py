@@ -46,7 +46,7 @@ def time_row(spec: Spec, bench: Bench) -> dict:
         library=spec.library,
         problem=spec.problem,
         gradient=spec.gradient,
-        forward_steps=cfg.steps,
+        forward_steps=cfg.steps if spec.forward_steps is None else spec.forward_steps,
     )
     absent = missing(spec.requires)
     if absent is not None:
@@ -81,8 +81,11 @@ def time_row(spec: Spec, bench: Bench) -> dict:
         cosine=torch.nn.functional.cosine_similarity(grad, ref.grad, dim=0).item(),
         reference=f"{spec.problem} map: DEQ float64, GMRES→{cfg.reference_tol:.0e}",
         forward_agreement=(
-            float("nan") if out is None else rel(out, bench.expected_output(spec.problem))
+            float("nan")
+            if out is None or spec.output_steps is None
+            else rel(out, bench.expected_output(spec.problem, spec.output_steps))
         ),
+        forward_error=float("nan") if out is None else rel(out, ref.x_star),
         load_1min=os.getloadavg()[0],
     )
     print(

@@ -1,9 +1,18 @@
-r"""torchdeq's rows: ``get_deq`` with fixed-point solvers, IFT and one-step gradients.
+r"""torchdeq's rows: ``get_deq`` with fixed-point and Broyden solvers; IFT, one-step and
+phantom gradients.
 
-``get_deq(f_solver="fixed_point_iter", f_max_iter=steps, b_solver="fixed_point_iter",
-b_max_iter=backward_iters, f_tol=0, b_tol=0)`` with ``ift=True`` and with ``grad=1`` (one-step
-gradient), on the ptwt map (as its users write it) and on our map (same map, same counts);
-and the IFT run to ``b_tol = solve_tol`` (``b_stop_mode="rel"``).
+On the ptwt map (as its users write it) and on our map (same map, same counts):
+
+* ``get_deq(f_solver="fixed_point_iter", f_max_iter=steps, b_solver="fixed_point_iter",
+  b_max_iter=backward_iters, f_tol=0, b_tol=0)`` with ``ift=True`` (IFT) and with ``grad=1``
+  (one-step gradient); and the IFT run to ``b_tol = solve_tol`` (``b_stop_mode="rel"``);
+* Broyden: ``f_solver="broyden", b_solver="broyden"`` with the same counts (``steps``
+  forward iterations, ``backward_iters`` backward), IFT backward;
+* phantom gradient: ``grad=K, tau=1`` after a no-grad fixed-point solve of ``steps − K``
+  iterations: K graph-carrying steps from x_{steps−K}, the same forward work and the same
+  backward as ReTune K×T (Algorithm 1 with T − 1 restarts is exactly this), the fairest
+  baseline; on our map also with the damping ``tau = 0.5`` torchdeq recommends for MDEQ
+  (the K graph steps are then z ← τφ(z) + (1 − τ)z, so its output is no iterate of φ).
 
 torchdeq is imported inside the functions (this module's name does not shadow it: imports
 are absolute), so the bench runs, with ``not installed`` rows, where torchdeq is missing.
@@ -49,58 +58,83 @@ def torchdeq_gradient(
     return run
 
 
-def _call(bench: Bench, name: str, *, ift: bool, b_max: int, b_tol: float) -> Call:
+def _call(bench: Bench, name: str, **options) -> Call:
+    """``get_deq(**options)`` on the map ``name``, tolerances 0 unless given (torchdeq's are
+    absolute: 0 runs the counts given)."""
     from torchdeq import get_deq
 
-    options = dict(
-        f_solver="fixed_point_iter",
-        f_max_iter=bench.cfg.steps,
-        b_solver="fixed_point_iter",
-        b_max_iter=b_max,
-        f_tol=0.0,  # torchdeq's tolerances are absolute: 0 runs the counts given
-        b_tol=b_tol,
-        b_stop_mode="rel" if b_tol > 0 else "abs",
-    )
-    deq = get_deq(**options, ift=True) if ift else get_deq(**options, grad=1)
+    options = dict(options)
+    options.setdefault("f_tol", 0.0)
+    options.setdefault("b_tol", 0.0)
+    options.setdefault("b_stop_mode", "rel" if options["b_tol"] > 0 else "abs")
+    deq = get_deq(**options)
     step, theta, z0, loss = bench.problem(name, torch.float32)
     return torchdeq_gradient(deq, bench.counter.wrap(step), theta, z0, loss)
 
 
+def _spec(
+    bench: Bench,
+    method: str,
+    name: str,
+    gradient: str,
+    req: tuple[str, ...],
+    options: dict,
+    **extra,
+) -> Spec:
+    """One torchdeq row on the map ``name``."""
+    lib = library("torchdeq")
+    return Spec(method, lib, name, gradient, req, lambda: _call(bench, name, **options), **extra)
+
+
 def specs(bench: Bench) -> list[Spec]:
-    """torchdeq's three rows on the ptwt map, and the same three on our map."""
-    cfg, b = bench.cfg, bench.cfg.backward_iters
-    lib, tol = library("torchdeq"), cfg.solve_tol
+    """torchdeq's five rows on the ptwt map, the same five on our map, and a damped phantom."""
+    cfg, b, n, K = bench.cfg, bench.cfg.backward_iters, bench.cfg.steps, bench.cfg.K
+    tol = cfg.solve_tol
+    fp = dict(f_solver="fixed_point_iter", b_solver="fixed_point_iter", f_max_iter=n)
+    broyden = dict(f_solver="broyden", b_solver="broyden", f_max_iter=n, b_max_iter=b)
+    phantom = dict(f_solver="fixed_point_iter", f_max_iter=n - K, grad=K)
     rows = []
     for name, req, suffix in (
         ("ptwt", ("torchdeq", "ptwt"), ""),
         ("ours", ("torchdeq",), ", our map"),
     ):
+
+        def row(method: str, gradient: str, options: dict, **extra) -> Spec:
+            return _spec(bench, method + suffix, name, gradient, req, options, **extra)  # noqa: B023
+
         rows += [
-            Spec(
-                f"torchdeq IFT (FP {b}){suffix}",
-                lib,
-                name,
+            row(
+                f"torchdeq IFT (FP {b})",
                 "ift",
-                req,
-                lambda p=name: _call(bench, p, ift=True, b_max=b, b_tol=0.0),
+                {**fp, "ift": True, "b_max_iter": b},
+                output_steps=n + 1,
             ),
-            Spec(
-                f"torchdeq 1-step{suffix}",
-                lib,
-                name,
+            row(
+                "torchdeq 1-step",
                 "one-step",
-                req,
-                lambda p=name: _call(bench, p, ift=False, b_max=b, b_tol=0.0),
+                {**fp, "grad": 1, "b_max_iter": b},
+                output_steps=n + 1,
             ),
-            Spec(
-                f"torchdeq IFT (FP→{tol:.0e}){suffix}",
-                lib,
-                name,
+            row(
+                f"torchdeq IFT (FP→{tol:.0e})",
                 "ift",
-                req,
-                lambda p=name: _call(bench, p, ift=True, b_max=TOL_CAP * b, b_tol=tol),
+                {**fp, "ift": True, "b_max_iter": TOL_CAP * b, "b_tol": tol},
                 cap=TOL_CAP * b,
                 once=True,
+                output_steps=n + 1,
             ),
+            row(f"torchdeq Broyden {n} + IFT (Broyden {b})", "ift", {**broyden, "ift": True}),
+            row(f"torchdeq phantom K={K} τ=1", "phantom", {**phantom, "tau": 1.0}, output_steps=n),
         ]
+    damped = {**phantom, "tau": 0.5}
+    rows.append(
+        _spec(
+            bench,
+            f"torchdeq phantom K={K} τ=0.5, our map",
+            "ours",
+            "phantom",
+            ("torchdeq",),
+            damped,
+        )
+    )
     return rows
