@@ -19,9 +19,9 @@ length L, one level along one axis of a signal of even length N is
 where the filter wraps around several times. The adjoint, written in polyphase form
 (x_{2q+r} from the coefficients a_{q+d}, d_{q+d}), is the inverse.
 
-:class:`Wavelet2D` applies it along W (a strided :func:`torch.nn.functional.conv1d` on rows
-periodically padded in place), then along H (a sum of L shifted row slices, vectorised along
-W), level after level on the approximation. The input is never moved between devices; the
+:class:`Wavelet2D` applies each level as two block-Toeplitz matrix products (batched GEMMs
+on strided views of one periodically padded buffer, along H then W; see :func:`_analysis_into`),
+level after level on the approximation. The input is never moved between devices; the
 filters are built once per (device, dtype). Gradients are the exact adjoints: the backward of
 D is Dᵀ and the backward of Dᵀ is D (custom autograd functions with forward-mode and ``vmap``
 rules, so :mod:`torch.func` transforms them too). ``docs/wavelet.md`` has the measurements that
@@ -44,10 +44,9 @@ from __future__ import annotations
 import functools
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
-import torch.nn.functional as F
 
 from .errors import InvalidInputError
 from .jacobians import dot_product_gap
@@ -111,29 +110,63 @@ def _orthonormalize(h: list[float], tol: float = 1e-15) -> list[float]:
 
 @dataclass(frozen=True)
 class _Bank:
-    """The filters of one wavelet on one (device, dtype), in the forms the passes use.
+    """The filters of one wavelet on one (device, dtype), as the block matrices the passes use.
 
-    Analysis (one level, one axis): conv1d with ``analysis_weight`` = (flip h, flip g),
-    stride 2, on the signal padded periodically by ``analysis_pad`` = (L/2 − 1, L/2 − 1).
-    Synthesis: x_{2q+r} = Σ_{b,i} ``synthesis_weight``[r, b, i] c_b[q + i − left], a
-    stride-1 conv1d on the coefficients padded by ``synthesis_pad`` = (left, right).
-    ``*_taps`` hold the same numbers as Python floats for the pass along H.
+    Analysis, one axis, signal periodically padded by ``margin`` = L/2 − 1 on both sides: a
+    block of b inputs (b even) and its 2·margin neighbours give b/2 low-pass and b/2
+    high-pass outputs, ``analysis_matrix(b)`` (b + L − 2, b), columns (band, k).
+    Synthesis (polyphase): x_{2q+r} = Σ_{band, i} f_band[2(d_lo + i) + L/2 − r] c_band[q + d_lo + i]
+    (``synthesis_taps[r]`` lists (band, i, f)); the coefficients are padded by
+    ``synthesis_pad`` = (−d_lo, d_hi) with the two bands interleaved, and a window of
+    b + 2K − 2 of them (K = d_hi − d_lo + 1) gives b outputs, ``synthesis_matrix(b)``
+    (b + 2K − 2, b), columns in natural order 2q + r.
     """
 
     length: int
-    analysis_weight: torch.Tensor
-    analysis_pad: tuple[int, int]
+    device: torch.device
+    dtype: torch.dtype
     analysis_taps: tuple[tuple[float, ...], tuple[float, ...]]
-    synthesis_weight: torch.Tensor
-    synthesis_pad: tuple[int, int]
     synthesis_taps: tuple[tuple[tuple[int, int, float], ...], ...]
+    synthesis_pad: tuple[int, int]
+    _matrices: dict = field(default_factory=dict, compare=False, repr=False)
+
+    @property
+    def margin(self) -> int:
+        return self.length // 2 - 1
+
+    @property
+    def synthesis_taps_count(self) -> int:
+        return sum(self.synthesis_pad) + 1
+
+    def analysis_matrix(self, b: int) -> torch.Tensor:
+        key = ("analysis", b)
+        if key not in self._matrices:
+            m = torch.zeros(b + self.length - 2, b, dtype=torch.float64)
+            for band, taps in enumerate(self.analysis_taps):
+                for k in range(b // 2):
+                    m[2 * k : 2 * k + self.length, band * (b // 2) + k] = torch.tensor(
+                        taps, dtype=torch.float64
+                    )
+            self._matrices[key] = m.to(device=self.device, dtype=self.dtype)
+        return self._matrices[key]
+
+    def synthesis_matrix(self, b: int) -> torch.Tensor:
+        key = ("synthesis", b)
+        if key not in self._matrices:
+            K = self.synthesis_taps_count
+            m = torch.zeros(b + 2 * K - 2, b, dtype=torch.float64)
+            for r, taps in enumerate(self.synthesis_taps):
+                for q in range(b // 2):
+                    for band, i, value in taps:
+                        m[2 * (q + i) + band, 2 * q + r] = value
+            self._matrices[key] = m.to(device=self.device, dtype=self.dtype)
+        return self._matrices[key]
 
 
 def _make_bank(name: str, device: torch.device, dtype: torch.dtype) -> _Bank:
     lo, hi = _filters(name)
     L = len(lo)
     s = L // 2  # a_k = Σ_m h_m x_{2k + s − m}: PyWavelets' periodization shift
-    flipped = (lo[::-1], hi[::-1])
     # x_{2q+r} = Σ_d f[2d + s − r] c_{q+d} over the d with 0 ≤ 2d + s − r < L
     d_lo = min(math.ceil((r - s) / 2) for r in (0, 1))
     d_hi = max((L - 1 + r - s) // 2 for r in (0, 1))
@@ -146,18 +179,13 @@ def _make_bank(name: str, device: torch.device, dtype: torch.dtype) -> _Bank:
         )
         for r in (0, 1)
     ]
-    synthesis = torch.zeros(2, 2, d_hi - d_lo + 1, dtype=torch.float64)
-    for r, row in enumerate(taps):
-        for band, i, value in row:
-            synthesis[r, band, i] = value
     return _Bank(
         length=L,
-        analysis_weight=torch.tensor(flipped, dtype=dtype, device=device).unsqueeze(1),
-        analysis_pad=(L - 1 - s, s - 1),
-        analysis_taps=flipped,
-        synthesis_weight=synthesis.to(device=device, dtype=dtype),
-        synthesis_pad=(-d_lo, d_hi),
+        device=device,
+        dtype=dtype,
+        analysis_taps=(lo[::-1], hi[::-1]),
         synthesis_taps=tuple(taps),
+        synthesis_pad=(-d_lo, d_hi),
     )
 
 
@@ -180,79 +208,123 @@ def _periodize(buf: torch.Tensor, dim: int, left: int, n: int, right: int) -> No
         todo -= c
 
 
+def _block(n: int, prefer: int) -> int:
+    """The largest power of two ≤ ``prefer`` that divides n (n even): a pass's block size."""
+    b = prefer
+    while n % b:
+        b //= 2
+    return b
+
+
+# Block sizes (outputs per GEMM block) along W and H: the fastest pair in single-pass timings
+# at 256 × 256 on the 2-core CPU (larger blocks waste more multiply-adds on the Toeplitz
+# zeros, smaller ones make GEMMs too small); any power of two ≥ 2 gives the same numbers.
+_BLOCK_W, _BLOCK_H = 16, 8
+
+
 def _analysis_into(x: torch.Tensor, targets: Sequence[torch.Tensor], bank: _Bank) -> None:
     """Write level j of D x (x: (N, H, W)) into ``targets[j]``, a (N, 2, h, 2, w) view.
 
     ``targets[j][:, bH, :, bW]`` receives band (bH, bW), 0 = low pass, 1 = high pass, along
     (H, W): (0, 0) approximation, (1, 0) = cH, (0, 1) = cV, (1, 1) = cD. Level j + 1 reads
     its input from ``targets[j][:, 0, :, 0]``.
+
+    Per level, as two block-Toeplitz matrix products (batched GEMMs, 2× faster end to end on
+    the CPU than the strided conv1d and L shifted multiply-adds they replace, which
+    ``benchmarks/wavelet_before.py`` keeps): the image is copied once into a buffer padded
+    periodically by m = L/2 − 1 on every side, P rows per image (P a multiple of the H
+    block b_H); along H, every block of b_H rows and its 2m neighbours (a strided view of
+    the buffer, no copy: rows are contiguous) is multiplied by ``analysis_matrix(b_H)ᵀ``;
+    along W, every block of b_W columns and its 2m neighbours of the result by
+    ``analysis_matrix(b_W)``; a last permuted copy writes the four bands into the target.
+    The windows are the exact periodized sums, so D is the same linear map as the
+    definition above (tested against pywt to 1e-12).
     """
-    L = bank.length
-    left, right = bank.analysis_pad
+    m = bank.margin
     src = x
     for target in targets:
         N, H, W = src.shape
-        h = H // 2
-        buf = src.new_empty(N, H + L - 2, W + L - 2)
-        buf[:, left : left + H, left : left + W].copy_(src)
-        _periodize(buf.narrow(1, left, H), 2, left, W, right)
-        _periodize(buf, 1, left, H, right)
-        # along W: rows (N·(H + L − 2), 1, W + L − 2) -> (N, H + L − 2, [lo, hi], W/2)
-        rows = F.conv1d(buf.view(-1, 1, W + L - 2), bank.analysis_weight, stride=2)
-        rows = rows.view(N, H + L - 2, 2, W // 2)
-        # along H: output row k = Σ_j taps[j] · padded row 2k + j, both W-bands at once
-        for band, taps in enumerate(bank.analysis_taps):
-            dst = target[:, band]
-            torch.mul(rows[:, 0 : 2 * h : 2], taps[0], out=dst)
-            for j in range(1, L):
-                dst.add_(rows[:, j : j + 2 * h : 2], alpha=taps[j])
+        bw, bh = _block(W, _BLOCK_W), _block(H, _BLOCK_H)
+        P = -(-(H + 2 * m) // bh) * bh  # rows per image: a multiple of bh
+        Wp = W + 2 * m
+        buf = src.new_empty(N, P, Wp)
+        buf[:, m : m + H, m : m + W].copy_(src)
+        _periodize(buf.narrow(1, m, H), 2, m, W, m)
+        _periodize(buf, 1, m, H, m)
+        buf[:, H + 2 * m :].zero_()  # rows only the discarded windows read
+        # along H first (the rows are contiguous, so each window is a plain (bh + 2m, Wp)
+        # matrix): P/bh windows per image, those past the image's last block never computed
+        per_image = P // bh
+        count = (N - 1) * per_image + H // bh
+        windows = buf.as_strided((count, bh + 2 * m, Wp), (bh * Wp, Wp, 1))
+        cols = buf.new_empty(N * per_image, bh, Wp)
+        torch.matmul(bank.analysis_matrix(bh).T, windows, out=cols[:count])
+        cols[count:].zero_()
+        # along W: (W/bw, N·P, bw + 2m) windows @ (bw + 2m, bw) -> (W/bw, N·P, [band, k])
+        windows = cols.as_strided((W // bw, N * P, bw + 2 * m), (bw, Wp, 1))
+        z = torch.matmul(windows, bank.analysis_matrix(bw))
+        # z: (W/bw, N, P/bh, [bandH, kH], [bandW, kW]) -> target (N, bandH, h, bandW, w)
+        z = z.view(W // bw, N, per_image, 2, bh // 2, 2, bw // 2)[:, :, : H // bh]
+        dst = target.unflatten(2, (H // bh, bh // 2)).unflatten(5, (W // bw, bw // 2))
+        dst.copy_(z.permute(1, 3, 2, 4, 5, 0, 6))
         src = target[:, 0, :, 0]
 
 
 def _synthesis(approx: torch.Tensor, details: Sequence[_Triplet], bank: _Bank) -> torch.Tensor:
     """Dᵀ of (approx (N, h_J, w_J), details[j] = (cH, cV, cD), each (N, h_j, w_j)) -> (N, H, W).
 
-    Per level: the four bands go into one buffer (N, 2, h + K − 1, 2, w + K − 1), padded
-    periodically in both directions; a stride-1 conv1d along W gives the two W-phases, the
-    H-phases are sums of K shifted rows, and interleaving the W-phases writes the result into
-    the next level's buffer (or the output).
+    Per level, the polyphase form as two block-Toeplitz GEMMs: the four bands go into one
+    buffer (N, P, 2, w + K − 1, 2) (positions padded periodically, the two bands interleaved
+    along each axis, 2P a multiple of the H block); along H, every window of b_H + 2K − 2
+    interleaved rows times ``synthesis_matrix(b_H)ᵀ`` gives b_H rows in natural order; along
+    W the same on the result; a permuted copy writes the pixels into the next level's
+    buffer (or the output).
     """
-    K = bank.synthesis_weight.shape[-1]
+    K = bank.synthesis_taps_count
     left, right = bank.synthesis_pad
     N, h, w = approx.shape
-    buf = approx.new_empty(N, 2, h + K - 1, 2, w + K - 1)
-    buf[:, 0, left : left + h, 0, left : left + w].copy_(approx)
+    buf, P = _synthesis_buffer(approx, h, w, K)
+    buf[:, left : left + h, 0, left : left + w, 0].copy_(approx)
     for j in reversed(range(len(details))):
         cH, cV, cD = details[j]
-        buf[:, 1, left : left + h, 0, left : left + w].copy_(cH)
-        buf[:, 0, left : left + h, 1, left : left + w].copy_(cV)
-        buf[:, 1, left : left + h, 1, left : left + w].copy_(cD)
-        _periodize(buf.narrow(2, left, h), 4, left, w, right)
-        _periodize(buf, 2, left, h, right)
-        # along W: (N·2·(h + K − 1), [lo, hi], w + K − 1) -> (N, bH, h + K − 1, rW, w)
-        z = F.conv1d(buf.view(-1, 2, w + K - 1), bank.synthesis_weight)
-        z = z.view(N, 2, h + K - 1, 2, w)
-        phases = z.new_empty(N, h, 2, 2, w)  # (q, rH, rW, m) holds x[2q + rH, 2m + rW]
-        for r, taps in enumerate(bank.synthesis_taps):
-            dst = phases[:, :, r]
-            (band, i, value), *rest = taps
-            torch.mul(z[:, band, i : i + h], value, out=dst)
-            for band, i, value in rest:
-                dst.add_(z[:, band, i : i + h], alpha=value)
-        phases = phases.view(N, 2 * h, 2, w)
-        h, w = 2 * h, 2 * w
+        buf[:, left : left + h, 1, left : left + w, 0].copy_(cH)
+        buf[:, left : left + h, 0, left : left + w, 1].copy_(cV)
+        buf[:, left : left + h, 1, left : left + w, 1].copy_(cD)
+        _periodize(buf.narrow(1, left, h), 3, left, w, right)
+        _periodize(buf, 1, left, h, right)
+        buf[:, h + K - 1 :].zero_()  # rows only the discarded windows read
+        H, W = 2 * h, 2 * w
+        bw, bh = _block(W, _BLOCK_W), _block(H, _BLOCK_H)
+        wp = w + K - 1
+        # along H first: rows (n, position, bandH) hold 2·wp interleaved coefficients each
+        per_image = 2 * P // bh
+        count = (N - 1) * per_image + H // bh
+        windows = buf.as_strided((count, bh + 2 * K - 2, 2 * wp), (bh * 2 * wp, 2 * wp, 1))
+        cols = buf.new_empty(N * per_image, bh, 2 * wp)
+        torch.matmul(bank.synthesis_matrix(bh).T, windows, out=cols[:count])
+        cols[count:].zero_()
+        # along W: (W/bw, N·2P, bw + 2K − 2) windows -> (W/bw, N·2P, bw) pixels
+        windows = cols.as_strided((W // bw, N * 2 * P, bw + 2 * K - 2), (bw, 2 * wp, 1))
+        z = torch.matmul(windows, bank.synthesis_matrix(bw))
+        z = z.view(W // bw, N, per_image, bh, bw)[:, :, : H // bh]
         if j == 0:
-            dst = approx.new_empty(N, h, w)
+            out = approx.new_empty(N, H, W)
         else:
-            buf = approx.new_empty(N, 2, h + K - 1, 2, w + K - 1)
-            dst = buf[:, 0, left : left + h, 0, left : left + w]
-        # interleave the W-phases: two copies with strided writes beat one transposed copy
-        dst = dst.view(N, h, w // 2, 2)
-        dst[..., 0].copy_(phases[:, :, 0])
-        dst[..., 1].copy_(phases[:, :, 1])
+            buf, P = _synthesis_buffer(approx, H, W, K)
+            out = buf[:, left : left + H, 0, left : left + W, 0]
+        out.unflatten(1, (H // bh, bh)).unflatten(3, (W // bw, bw)).copy_(z.permute(1, 2, 3, 0, 4))
+        h, w = H, W
         if j == 0:
-            return dst.view(N, h, w)
+            return out
     raise AssertionError("unreachable: at least one level")  # pragma: no cover
+
+
+def _synthesis_buffer(like: torch.Tensor, h: int, w: int, K: int) -> tuple[torch.Tensor, int]:
+    """An empty (N, P, 2, w + K − 1, 2) buffer for the level whose bands are h × w, 2P a
+    multiple of that level's H block."""
+    half = _block(2 * h, _BLOCK_H) // 2
+    P = -(-(h + K - 1) // half) * half
+    return like.new_empty(like.shape[0], P, 2, w + K - 1, 2), P
 
 
 def _packed_bands(u: torch.Tensor, levels: int) -> tuple[torch.Tensor, list[_Triplet]]:

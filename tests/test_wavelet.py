@@ -258,6 +258,22 @@ def test_batched_equals_one_image_at_a_time_and_any_strides():
     torch.testing.assert_close(D.synthesis(u.contiguous(memory_format=torch.channels_last)), x)
 
 
+@pytest.mark.parametrize("name", ["db4", "sym4"])
+def test_float64_exact_whatever_the_default_dtype(name):
+    """The block matrices are built in float64 whatever torch's default dtype (the suite runs
+    with float64 as default; user code usually has float32): exact in float64 regardless."""
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float32)
+    try:
+        D = Wavelet2D(name, 3)
+        x = image((2, 3, 32, 48), seed=11)
+        assert relative(D.synthesis(D.analysis(x)), x) < TOL[torch.float64]
+        assert relative(D.inverse(*D.forward(x)), x) < TOL[torch.float64]
+        assert adjointness_test(D, x.shape, torch.Generator().manual_seed(3)) < TOL[torch.float64]
+    finally:
+        torch.set_default_dtype(previous)
+
+
 def test_filters_cached_per_device_and_dtype():
     D = Wavelet2D("db4", 2)
     for dtype in (torch.float64, torch.float32, torch.float64):
