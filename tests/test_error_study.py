@@ -41,6 +41,8 @@ TINY = [
     "2",
     "--threads",
     "1",
+    "--timing-repeats",
+    "1",
 ]
 
 
@@ -110,6 +112,7 @@ def test_resume_after_interruption(tmp_path, monkeypatch):
         fixed_point_rtol=1e-11,
         segment_points=2,
         threads=1,
+        timing_repeats=1,
         out=str(tmp_path / "all"),
     )
     calls = []
@@ -216,6 +219,7 @@ SMALL = dict(
     solve_tol=1e-10,
     fixed_point_rtol=1e-11,
     threads=1,
+    timing_repeats=1,
     quiet=True,
 )
 
@@ -280,7 +284,8 @@ def test_interruption_keeps_every_row_computed(tmp_path, monkeypatch):
     original = hypergrad.retune
 
     def retune(step, theta, x0, loss, K, T, **kwargs):
-        calls.append((K, T))
+        if (K, T) not in calls:  # a row calls it 1 + timing_repeats times
+            calls.append((K, T))
         if len(calls) == 3:
             raise KeyboardInterrupt
         return original(step, theta, x0, loss, K, T, **kwargs)
@@ -446,3 +451,89 @@ def test_resume_of_a_run_without_certificate_columns(tmp_path):
     assert added.certificate_status == "estimated"
     assert added.certificate == pytest.approx(expected.certificate, rel=1e-9)
     assert added.tightness_certificate == pytest.approx(expected.tightness_certificate, rel=1e-9)
+
+
+COST_COLUMNS = ["seconds_median", "timing_repeats", "peak_mib", "peak_method"]
+
+
+def test_allocator_peak_is_exact_for_known_allocations():
+    """The CPU peak is the largest running sum of the allocator's events during the call:
+    8000 + 2000 bytes live together, then 2000 + 3000; a tensor freed before the call and
+    one kept from before do not count."""
+    from experiments.error_study.cost import CPU_METHOD, allocated_peak
+
+    def fn():
+        a = torch.empty(1000, dtype=torch.float64)
+        b = torch.empty(500, dtype=torch.float32)
+        del a
+        return b, torch.empty(3000, dtype=torch.uint8)
+
+    _, peak, method = allocated_peak(fn, torch.device("cpu"))
+    assert (peak, method) == (10_000, CPU_METHOD)
+
+
+def test_measure_cost_warms_up_and_takes_the_median_of_repeats():
+    from experiments.error_study.cost import measure_cost
+
+    calls = []
+    out, cost = measure_cost(lambda: calls.append(1) or len(calls), torch.device("cpu"), 3)
+    assert calls == [1, 1, 1, 1] and out == 4  # warm-up, then 3 timed; the last result
+    assert cost.repeats == 3 and cost.seconds_median > 0
+    with pytest.raises(InvalidInputError, match="at least 1"):
+        measure_cost(lambda: None, torch.device("cpu"), 0)
+    with pytest.raises(InvalidInputError, match="--timing-repeats must be at least 1"):
+        validate(ErrorStudyConfig(timing_repeats=0))
+
+
+def test_retune_and_unrolled_memory_is_that_of_their_graphs(tmp_path):
+    """ReTune carries the graph of its last K steps, so its peak is at least K·n·itemsize
+    (one saved n-element tensor per step); unrolled carries K·T steps and costs more. With
+    the RSS baseline of earlier versions ReTune read 4096 bytes here (0.004 MiB at 256²)."""
+    run_errors(ErrorStudyConfig(**SMALL, out=str(tmp_path / "run")))
+    frame = pd.read_csv(tmp_path / "run" / "metrics.csv")
+    rows = frame[frame.estimator != "constants"]
+    assert rows[COST_COLUMNS].notna().all().all()
+    assert set(rows.peak_method) == {"cpu_allocator_profiled"}
+    assert (rows.timing_repeats == SMALL["timing_repeats"]).all()
+    assert (rows.seconds_median > 0).all()
+    assert "peak_bytes" not in frame and "seconds" not in frame
+    n, itemsize = 1 * 3 * 32 * 32, 8  # batch × colours × 32², float64
+    for K in (1, 3):
+        retune = rows[(rows.estimator == "retune") & (rows.K == K) & (rows["T"] == 2)].iloc[0]
+        assert retune.peak_mib * 2**20 >= K * n * itemsize
+        unrolled = rows[(rows.estimator == "unrolled") & (rows.K == K)].iloc[0]
+        assert unrolled["T"] == 2 and unrolled.peak_mib > retune.peak_mib
+    # the graph of Φ_K grows with K: ReTune at K = 3 above ReTune at K = 1 (same T)
+    retune = rows[(rows.estimator == "retune") & (rows["T"] == 2)].set_index("K").peak_mib
+    assert retune[3] > retune[1]
+
+
+def test_resume_of_a_run_with_the_old_time_and_memory_columns(tmp_path):
+    """A run written with one cold call and sampled RSS (``seconds``, ``peak_bytes``,
+    ``memory_kind``; no ``timing_repeats`` in config.json) resumes: its rows are kept, NaN in
+    the new columns; the missing row is measured the new way; the figures are drawn."""
+    cfg = ErrorStudyConfig(**SMALL, out=str(tmp_path / "run"))
+    run_errors(cfg)
+    out = tmp_path / "run"
+    full = pd.read_csv(out / "metrics.csv")
+    old = full.drop(columns=COST_COLUMNS).assign(
+        seconds=0.01, peak_bytes=4096.0, memory_kind="cpu_rss_sampled"
+    )
+    old = old[~((old.estimator == "neumann") & (old.P == 2)) & (old.estimator != "constants")]
+    old.to_csv(out / "metrics.csv", index=False)
+    saved = json.loads((out / "config.json").read_text())
+    del saved["timing_repeats"]
+    (out / "config.json").write_text(json.dumps(saved))
+    for png in out.glob("*.png"):
+        png.unlink()
+    cfg.resume = True
+    run_errors(cfg)
+    final = pd.read_csv(out / "metrics.csv")
+    kept = final.iloc[: len(old)]
+    pd.testing.assert_frame_equal(
+        kept[old.columns].reset_index(drop=True), old.reset_index(drop=True), check_dtype=False
+    )
+    assert kept[COST_COLUMNS].isna().all().all()
+    added = final[(final.estimator == "neumann") & (final.P == 2)].iloc[0]
+    assert added.peak_method == "cpu_allocator_profiled" and added.peak_mib > 0
+    assert (out / "errors_denoise_wavelet-B.png").stat().st_size > 10_000

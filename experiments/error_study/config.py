@@ -38,9 +38,9 @@ KEY = ("task", "prior", "size", "batch", "dtype", "seed", "estimator", "K", "T",
 """What identifies a row of ``metrics.csv``: the problem (task, prior, crop size, batch,
 dtype, seed of the crops and noise) and the estimator with its (K, T, P)."""
 
-RESUMABLE = ("resume", "threads", "quiet", "out")
+RESUMABLE = ("resume", "threads", "quiet", "out", "timing_repeats")
 """Fields that may change when a run is resumed: they change no row (``out`` is where the
-run is, wherever it was first written)."""
+run is, wherever it was first written; every row records its own ``timing_repeats``)."""
 
 
 def _counts(name: str, low: int) -> Any:
@@ -116,6 +116,13 @@ class ErrorStudyConfig(TypedFields):
         },
     )
     threads: int = field(default=0, metadata={"help": "torch CPU threads (0: leave as is)"})
+    timing_repeats: int = field(
+        default=3,
+        metadata={
+            "help": "timed calls per estimator after one warm-up call (seconds_median is "
+            "their median; peak memory is the warm-up call's)"
+        },
+    )
     denoiser: str | None = field(
         default=None, metadata={"help": "DRUNet state dict for pnp (default: train a small one)"}
     )
@@ -150,6 +157,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         fixed_point_rtol=1e-12,
         segment_points=2,
         threads=1,
+        timing_repeats=3,
     ),
     "default": {},
 }
@@ -178,6 +186,11 @@ def validate(cfg: ErrorStudyConfig) -> None:
         raise InvalidInputError(f"--images {cfg.images}: no such folder.")
     for name in ("ks", "ts", "ks_for_t", "ps"):
         _FIELDS[name].metadata["parse"](getattr(cfg, name))
+    if cfg.timing_repeats < 1:
+        raise InvalidInputError(
+            f"--timing-repeats must be at least 1 (timed calls after the warm-up), "
+            f"got {cfg.timing_repeats}."
+        )
     resolve_device(cfg.device)
 
 

@@ -6,6 +6,15 @@ the DEQ reference hypergradient (matrix-free solve to a stated residual) and eve
 ‖g − ĝ‖/‖g‖ and cosine similarity, time and peak memory, with the Lemma 1 (29), Neumann (22)
 and Theorem 2 (33) (printed and corrected) bounds on the same rows.
 
+Time and memory are measured as the benchmarks measure them (:mod:`.cost`): one warm-up call,
+whose peak memory above the level before it is read from the allocator (CUDA
+``max_memory_allocated``; on the CPU torch's allocator events recorded by the profiler), then
+``timing_repeats`` timed calls. The columns are ``seconds_median``, ``timing_repeats``,
+``peak_mib`` and ``peak_method``. Rows written before them (columns ``seconds``: one cold
+call; ``peak_bytes``/``memory_kind``: sampled RSS above a baseline that earlier allocations
+had already raised, near 0 for ReTune) resume with NaN in the new columns and are kept as
+they were.
+
 The problem comes from :func:`operators.section4.build`: x₀ = D Aᵀy (Dy for denoising, the
 paper's start after eq. (52)) and the loss L(u) = ½‖Dᵀθ₀⁻¹u − x̄‖² with θ₀ the current θ,
 frozen: the theory's setting (a loss that does not depend on θ). The training gradient of the
@@ -13,9 +22,9 @@ paper adds the direct term ∂_θ of the read-out x = Dᵀθ⁻¹u, which is the
 estimator evaluated at û.
 
 The fixed-point estimators (the DEQ reference, JFB (28), Neumann (22)) share one
-linearisation of Φ_K at x̂ per K (:func:`operators.hypergrad.linearise`): their ``seconds``
-and ``peak_bytes`` are those of the products alone, and ``linearise_seconds`` is the one
-forward pass of Φ_K with its graph that they share.
+linearisation of Φ_K at x̂ per K (:func:`operators.hypergrad.linearise`): their time and
+memory are those of the products alone, and ``linearise_seconds`` is the one (cold) forward
+pass of Φ_K with its graph that they share.
 
 Every row is written to ``metrics.csv`` as soon as it is computed (atomically); a row whose
 key (:data:`~experiments.error_study.config.KEY`) is already there is skipped, so an
@@ -54,6 +63,7 @@ from ..common.io import write_csv_atomic
 from ..common.measure import measure
 from ..common.progress import progress
 from .config import KEY, ErrorStudyConfig
+from .cost import measure_cost
 
 __all__ = ["Metrics", "Study", "row_key"]
 
@@ -203,7 +213,7 @@ class Study:
             lin, seconds = self.linearisation(K)
             extra["linearise_seconds"] = seconds
             call = functools.partial(fn, lin)
-        grad, m = measure(call, self.device)
+        grad, cost = measure_cost(call, self.device, self.cfg.timing_repeats)
         g = _vec(grad)
         diff = torch.linalg.vector_norm(g - self.g_ref).item()
         cos = torch.nn.functional.cosine_similarity(g, self.g_ref, dim=0).item()
@@ -214,9 +224,7 @@ class Study:
             P=P,
             rel_error=diff / self.g_norm,
             cosine=cos,
-            seconds=m.seconds,
-            peak_bytes=m.peak_bytes,
-            memory_kind=m.kind,
+            **cost.columns(),
             **extra,
         )
         row.update({f"bound_{k}": v / self.g_norm for k, v in bounds.items()})
@@ -227,7 +235,7 @@ class Study:
             self._bar.update(1)
         print(
             f"  {estimator:10s} K={K:<3d} T={T:<4d} P={P:<3d} rel.err={row['rel_error']:.3e} "
-            f"cos={cos:.6f} {m.seconds:.3f}s",
+            f"cos={cos:.6f} {cost.seconds_median:.3f}s {cost.peak_bytes / 2**20:.2f} MiB",
             flush=True,
         )
 
@@ -385,7 +393,7 @@ class Study:
             return
         self.u_star = u_star = fp.x
         lin1, lin_seconds = self.linearisation(1)
-        (g_ref, stats), m = measure(
+        (g_ref, stats), cost = measure_cost(
             lambda: hypergrad.deq_solve(
                 step,
                 theta,
@@ -398,12 +406,13 @@ class Study:
                 lin=lin1,
             ),
             self.device,
+            cfg.timing_repeats,
         )
         self.g_ref = _vec(g_ref)
         self.g_norm = torch.linalg.vector_norm(self.g_ref).item()
         print(
             f"  fixed point: {fp.stats.blocks} steps; adjoint GMRES: {stats.blocks} "
-            f"residuals, final {stats.residuals[-1].item():.2e}; {m.seconds:.2f}s",
+            f"residuals, final {stats.residuals[-1].item():.2e}; {cost.seconds_median:.2f}s",
             flush=True,
         )
         grad_loss = torch.linalg.vector_norm(hypergrad.loss_gradient(loss, u_star)).item()
@@ -447,9 +456,7 @@ class Study:
                 P=-1,
                 rel_error=0.0,
                 cosine=1.0,
-                seconds=m.seconds,
-                peak_bytes=m.peak_bytes,
-                memory_kind=m.kind,
+                **cost.columns(),
                 linearise_seconds=lin_seconds,
                 solve_residual=stats.residuals[-1].item(),
                 fixed_point_steps=fp.stats.blocks,
