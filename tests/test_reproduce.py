@@ -315,6 +315,21 @@ def test_inspection_leaves_the_run_unchanged_and_splits_the_error(tmp_path):
     assert (inspected / "fig1" / "t" / "trajectory.png").is_file()
 
 
+def test_crosscheck_diagonal_is_the_runs_test_psnr(fig1_run):
+    """Each θ at its own (K, T) gives the run's test PSNR again; at x̂ the (1, 1) θ is another
+    estimator (a learned one-step shrinkage), the (10, 10) θ nearly its fixed point."""
+    from experiments.reproduce.crosscheck import crosscheck
+
+    frame = crosscheck(fig1_run)
+    summary = pd.read_csv(fig1_run / "summary.csv")
+    for r in summary.itertuples():
+        own = frame[(frame.model == r.model) & (frame.K == r.K) & (frame["T"] == r.T)]
+        at = own.set_index("evaluated_at").test_psnr
+        assert at[f"K={r.K},T={r.T}"] == pytest.approx(r.test_psnr, abs=1e-9)
+        assert np.isfinite(at["fixed point"])
+    assert (fig1_run / "crosscheck.csv").is_file()
+
+
 def test_start_observation_is_u0_Dy():
     from experiments.reproduce.train import Problem, make_data
 
