@@ -429,3 +429,20 @@ def test_sweep_process_killed_then_restarted_completes(cluster, tmp_path):
     for name, mtime in done_before.items():
         assert (root / name / DONE).stat().st_mtime_ns == mtime
     assert "resuming at step" in (root / killed["point"] / "sweep.log").read_text()
+
+
+def test_paper_scale_specs_cover_figs_1_to_3_and_the_256_error_study():
+    """examples/sweeps/paper-scale*.toml: the three figures at the paper preset on this
+    machine, and the four (task, prior) pairs of the error study at 256×256."""
+    points = expand(load_spec(str(ROOT / "examples" / "sweeps" / "paper-scale.toml")))
+    assert sorted(p.config.figure for p in points) == ["fig1", "fig2", "fig3"]
+    for p in points:
+        assert (p.config.preset, p.config.size, p.config.train_pairs, p.config.epochs) == (
+            "paper",
+            256,
+            600,
+            4,
+        )
+        assert p.config.models == ()  # every row of the figure
+    (errors,) = expand(load_spec(str(ROOT / "examples" / "sweeps" / "paper-scale-errors.toml")))
+    assert (errors.config.task, errors.config.size, errors.config.batch) == ("all", 256, 4)

@@ -206,3 +206,68 @@ def trajectory_figure(rows: pd.DataFrame, base: Path) -> list[Path]:
     paths = save_figure(fig, base)
     plt.close(fig)
     return paths
+
+
+def split_over_T(
+    task: str,
+    prior: str,
+    *,
+    size: int = 256,
+    batch: int = 4,
+    K: int = 10,
+    Ts: tuple[int, ...] = (1, 2, 5, 8, 10, 12, 15, 20, 30),
+    log_lambda: float = -2.0,
+    seed: int = 0,
+    dtype: torch.dtype = torch.float64,
+) -> pd.DataFrame:
+    """The columns of :func:`inspect_gradients` for ReTune at one θ over T: the error study's
+    problem (``retune-suite errors``: the same crops, θ⁰ with λ_j = e^``log_lambda``, Λ = 1,
+    and its loss ½‖Dᵀθ₀⁻¹u − x̄‖² on the iterate, no read-out), on the CPU in ``dtype``."""
+    from operators import section4
+
+    from ..common.data import crops, embedded_images
+
+    clean = crops(embedded_images(), size, batch, seed).to(dtype)
+    p = section4.build(task, prior, clean=clean, seed=seed, log_lambda=log_lambda)
+    rows = []
+    for T in Ts:
+        g_r = hypergrad.retune(p.step, p.theta, p.x0, p.loss, K=K, T=T)
+        rows.append({"K": K, "T": T, **inspect_gradients(p, p.theta, p.loss, g_r, K, T)})
+    return pd.DataFrame(rows)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m experiments.reproduce.trajectory --out FILE.csv [--log-lambda -2] ...``:
+    :func:`split_over_T` written to ``--out`` (atomically) and printed."""
+    import argparse
+
+    parser = argparse.ArgumentParser(
+        prog="python -m experiments.reproduce.trajectory", description=split_over_T.__doc__
+    )
+    parser.add_argument("--task", default="denoise")
+    parser.add_argument("--prior", default="wavelet-BC")
+    parser.add_argument("--size", type=int, default=256)
+    parser.add_argument("--batch", type=int, default=4)
+    parser.add_argument("--K", type=int, default=10)
+    parser.add_argument("--T", default="1,2,5,8,10,12,15,20,30", help="T values, e.g. 5,10,20")
+    parser.add_argument("--log-lambda", type=float, default=-2.0)
+    parser.add_argument("--out", required=True, help="CSV file to write")
+    args = parser.parse_args(argv)
+    Ts = tuple(int(t) for t in args.T.split(","))
+    frame = split_over_T(
+        args.task,
+        args.prior,
+        size=args.size,
+        batch=args.batch,
+        K=args.K,
+        Ts=Ts,
+        log_lambda=args.log_lambda,
+    )
+    write_csv_atomic(frame, Path(args.out))
+    columns = ["T", "cos_step", "rel_step", "rel_loss_term", "rel_jacobian_term", "rel_jfb"]
+    print(frame[[*columns, "secant_theta", "dist_prev", "delta_K"]].to_string(index=False))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
