@@ -2,7 +2,9 @@
 method once, on the smallest CPU parameters, with the ``track_`` figures checked for sense.
 
 This is what ``asv run --quick`` would do for these combinations, in seconds and without asv's
-environments, so that a suite broken by a change in operators/ fails the default test run.
+environments, so that a suite broken by a change in operators/ fails the default test run. A
+suite with ``setup_cache`` gets the cache of just the combinations run here (asv passes it as
+the first argument of ``setup`` and of every benchmark).
 CUDA combinations raise ``NotImplementedError`` in ``setup`` without a GPU (asv's skip), and
 that is checked too. Timings are not asserted: speed lives in asv, not in unit tests.
 """
@@ -35,17 +37,43 @@ def _smallest_cpu(suite: type) -> list[tuple]:
     return list(itertools.product(*choices))
 
 
-def _run_suite(suite: type, combo: tuple) -> dict[str, object]:
+def _run_suite(suite: type, combo: tuple, cache: object = None) -> dict[str, object]:
     bench = suite()
+    args = combo if cache is None else (cache, *combo)
     try:
-        bench.setup(*combo)
+        bench.setup(*args)
     except NotImplementedError:
         return {}
     out = {}
     for name, method in inspect.getmembers(bench, inspect.ismethod):
         if name.startswith(METHOD_PREFIXES):
-            out[name] = method(*combo)
+            out[name] = method(*args)
     return out
+
+
+@pytest.fixture(scope="module")
+def fixed_points_64():
+    return hypergradient.fixed_points(("denoise",), (64,))
+
+
+@pytest.fixture(scope="module")
+def accuracy_cache():
+    return {"denoise": hypergradient.accuracy_reference("denoise")}
+
+
+def test_setup_cache_covers_every_combination_and_solves_to_its_tolerance(fixed_points_64):
+    """One cache for the timing suite, keyed by every (task, size) of its parameters; its x̂
+    is a fixed point to FIXED_POINT_RTOL (Anderson's stopping rule: ‖Φ(x) − x‖ ≤ rtol‖Φ(x)‖)."""
+    suite = hypergradient.Hypergradient
+    assert suite.setup_cache is hypergradient._fixed_point_cache
+    names = suite.param_names
+    tasks, sizes = suite.params[names.index("task")], suite.params[names.index("size")]
+    assert (tuple(tasks), tuple(sizes)) == (hypergradient.TASKS, hypergradient.SIZES)
+    p = hypergradient.wavelet_problem("denoise", 64, 4, "float32", torch.device("cpu"))
+    x = fixed_points_64[("denoise", 64)]
+    step = p.step(x, p.theta)
+    residual = torch.linalg.vector_norm(step - x) / torch.linalg.vector_norm(step)
+    assert residual <= hypergradient.FIXED_POINT_RTOL
 
 
 @pytest.mark.parametrize(
@@ -68,14 +96,14 @@ def test_restart_suite_runs(combo):
     [c for c in _smallest_cpu(hypergradient.Hypergradient) if c[1] == "denoise" and c[-1] == 10],
     ids=lambda c: "-".join(map(str, c)),
 )
-def test_hypergradient_suite_runs(combo):
-    figures = _run_suite(hypergradient.Hypergradient, combo)
+def test_hypergradient_suite_runs(combo, fixed_points_64):
+    figures = _run_suite(hypergradient.Hypergradient, combo, fixed_points_64)
     assert set(figures) == {"time_hypergradient", "peakmem_hypergradient"}
 
 
 def test_hypergradient_suite_skips_combinations_that_do_not_exist():
     with pytest.raises(NotImplementedError, match="T does not enter"):
-        hypergradient.Hypergradient().setup("jfb", "denoise", 64, "cpu", 2)
+        hypergradient.Hypergradient().setup({}, "jfb", "denoise", 64, "cpu", 2)
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the skip without a GPU")
@@ -119,15 +147,15 @@ def _independent_relative_errors(bench, K: int, T: int) -> tuple[float, float]:
     return rel(retune), rel(jfb)
 
 
-def test_accuracy_tracks_are_honest_figures():
+def test_accuracy_tracks_are_honest_figures(accuracy_cache):
     """The tracked ReTune (K = T = 10) and JFB relative errors on denoising are the errors of
     the formulas (25) and (28), recomputed independently with torch.func: a wrong or
     sign-flipped estimator changes the figure and fails here (ReTune's error is about 1.19 at
     this size, so a range such as (0, 1.5) could not tell a sign flip). The Lemma 1 bound is
     above the observed JFB error (ratio ≥ 1: the lemma holds there)."""
-    figures = _run_suite(hypergradient.Accuracy, ("denoise", 10))
+    figures = _run_suite(hypergradient.Accuracy, ("denoise", 10), accuracy_cache)
     bench = hypergradient.Accuracy()
-    bench.setup("denoise", 10)
+    bench.setup(accuracy_cache, "denoise", 10)
     retune, jfb = _independent_relative_errors(bench, K=10, T=10)
     assert figures["track_retune_relative_error"] == pytest.approx(retune, rel=1e-9)
     assert figures["track_jfb_relative_error"] == pytest.approx(jfb, rel=1e-9)
