@@ -38,6 +38,7 @@ def _commands() -> dict[str, tuple[type, Callable[[Any], int], dict]]:
         reproduce_command,
         run_pretrain,
     )
+    from experiments.reproduce.foe import FOE_PRESETS, FoeConfig, foe_command
     from experiments.sweep import SweepConfig, run_sweep
 
     return {
@@ -45,6 +46,7 @@ def _commands() -> dict[str, tuple[type, Callable[[Any], int], dict]]:
         "errors": (ErrorStudyConfig, run_errors, PRESETS),
         "reproduce": (ReproduceConfig, reproduce_command, REPRODUCE_PRESETS),
         "pretrain-denoiser": (PretrainConfig, run_pretrain, PRETRAIN_PRESETS),
+        "reproduce-foe": (FoeConfig, foe_command, FOE_PRESETS),
         "bench": (BenchConfig, run_bench, {}),
         "sweep": (SweepConfig, run_sweep, {}),
     }
@@ -144,6 +146,9 @@ def run_verify(cfg: VerifyConfig) -> int:
 def main(argv: list[str] | None = None) -> int:
     from operators.errors import RetuneError
 
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:2] == ["reproduce", "foe"]:  # the fields-of-experts job (experiments.reproduce.foe)
+        argv = ["reproduce-foe", *argv[2:]]
     args = vars(build_parser().parse_args(argv))
     config_type, runner, presets = _commands()[args.pop("command")]
     preset = args.get("preset")

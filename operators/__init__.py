@@ -4,7 +4,7 @@ The paper is "Restarted contractive operators to learn at equilibrium" (Davy, Br
 Pustelnik, 2025); equation numbers in docstrings refer to it.
 """
 
-from . import hypergrad, jacobians, problems, prox
+from . import foe, hypergrad, jacobians, problems, prox
 from .equilibrium import equilibrium
 from .errors import ConvergenceError, InvalidInputError, NotContractiveError, RetuneError
 from .iteration import FixedPoint, IterationStats, Restart, fixed_point, restart, unroll
@@ -19,6 +19,7 @@ __all__ = [
     "RetuneError",
     "equilibrium",
     "fixed_point",
+    "foe",
     "hypergrad",
     "jacobians",
     "problems",

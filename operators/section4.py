@@ -17,6 +17,10 @@ uniform blurs of width 25, σ = 0.05). Priors:
 ``pnp`` (= ``pnp-sigma-tau``), ``pnp-weights``
     FB-PnP with a DRUNet, eq. (53) (:mod:`operators.pnp`), θ = (log σ, log τ) or θ = Λ (the
     network's weights, σ and τ fixed); the iterate is the image (no read-out).
+``foe``
+    gradient descent on a fields-of-experts energy (:mod:`operators.foe`, section 5's smooth
+    regulariser), θ = (α̃, w), x₀ = Aᵀy, the iterate is the image; ``fb`` is its
+    :class:`~operators.foe.FieldsOfExperts` (analytic ω, δ_K, L_θ, L_x; H = 1 for the loss).
 """
 
 from __future__ import annotations
@@ -33,7 +37,7 @@ from .theta import Loss, Step, Theta, as_tuple
 
 __all__ = ["PRIORS", "TASKS", "Section4Problem", "build"]
 
-PRIORS = ("wavelet-B", "wavelet-BC", "pnp-sigma-tau", "pnp-weights")
+PRIORS = ("wavelet-B", "wavelet-BC", "pnp-sigma-tau", "pnp-weights", "foe")
 ALIASES = {"pnp": "pnp-sigma-tau"}
 """``pnp`` is the error study's name of ``pnp-sigma-tau`` (θ = (log σ, log τ))."""
 
@@ -61,7 +65,8 @@ class Section4Problem:
     loss: Loss | None
     readout: Readout | None
     fb: object | None
-    """The :class:`~operators.wavelet_prior.WaveletFB` of the wavelet priors, else None."""
+    """The :class:`~operators.wavelet_prior.WaveletFB` of the wavelet priors, the
+    :class:`~operators.foe.FieldsOfExperts` of ``foe``, else None."""
 
     @property
     def omega(self) -> float | None:
@@ -184,6 +189,8 @@ def build(
         y = physics.observe(clean, generator)
     if prior.startswith("wavelet"):
         return _wavelet(task, prior, physics, y, clean, theta, log_lambda)
+    if prior == "foe":
+        return _foe(task, physics, y, clean, theta)
     return _pnp(task, prior, physics, y, clean, theta, pnp_sigma, pnp_tau, denoiser)
 
 
@@ -217,6 +224,32 @@ def _wavelet(
     return Section4Problem(
         task, prior, physics, y, clean, fb.step, theta, fb.initial(), loss, fb.estimate, fb
     )
+
+
+def _foe(
+    task: str,
+    physics: object,
+    y: torch.Tensor,
+    clean: torch.Tensor | None,
+    theta: Theta | None,
+) -> Section4Problem:
+    """Gradient descent on the FoE energy (:mod:`operators.foe`) on the image, from x₀ = Aᵀy;
+    θ⁰ = (log α = −3, the 8 lowest-frequency zero-mean 5×5 DCT filters)."""
+    from .foe import FieldsOfExperts, init_theta
+
+    fb = FieldsOfExperts(y, model=None if task == "denoise" else physics)
+    if theta is None:
+        theta = init_theta(device=y.device, dtype=y.dtype)
+    as_tuple(theta)
+    loss = None
+    if clean is not None:
+
+        def loss(x: torch.Tensor) -> torch.Tensor:
+            """½‖x − x̄‖²."""
+            return 0.5 * ((x - clean) ** 2).sum()
+
+    x0 = fb.initial()
+    return Section4Problem(task, "foe", physics, y, clean, fb.step, theta, x0, loss, None, fb)
 
 
 def _pnp(
