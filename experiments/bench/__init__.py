@@ -39,15 +39,22 @@ its output; for the DEQ rows that is the backward iterations plus one for ∂θ�
   residuals computed at each restart and at the end — the peers' IFT does ``backward_iters``
   VJPs too)
   and run to relative residual ``solve_tol`` (``→1e-06``);
+* ours, for the working set against T: ReTune K×T for T ∈ :data:`.ours.MEMORY_T` (2 and 40;
+  K·T forward steps, not ``steps``: Algorithm 1 keeps the graph of one block whatever T);
 * deepinv (``--peers``): ``optim_builder("PGD", prior=WaveletPrior(...), ...,
   DEQ=DEQConfig(...))``, λ trainable, with the IFT backward (fixed-point iteration, Anderson
-  off, ``backward_iters`` iterations: ``thres_conv = 0`` so it cannot stop early), with
-  ``jacobian_free=True``, and the IFT run to ``thres_conv = solve_tol``;
-* torchdeq (``--peers``): ``get_deq(f_solver="fixed_point_iter", f_max_iter=steps,
+  off, ``backward_iters`` iterations: ``thres_conv = 0`` so it cannot stop early), the same
+  with Anderson acceleration in the backward (``anderson_acceleration_backward=True``,
+  deepinv's default history 5, β = 1, ε = 1e-4), with ``jacobian_free=True``, and the IFT run
+  to ``thres_conv = solve_tol``;
+* torchdeq (``--peers``), on the ptwt map (as its users write it) and on our map (same map,
+  same counts): ``get_deq(f_solver="fixed_point_iter", f_max_iter=steps,
   b_solver="fixed_point_iter", b_max_iter=backward_iters, f_tol=0, b_tol=0)`` with
-  ``ift=True`` and with ``grad=1`` (one-step gradient), on the ptwt map (as its users write
-  it) and on our map (same map, same counts); and the IFT run to ``b_tol = solve_tol``
-  (``b_stop_mode="rel"``).
+  ``ift=True`` and with ``grad=1`` (one-step gradient); the IFT run to ``b_tol = solve_tol``
+  (``b_stop_mode="rel"``); Broyden forward (``steps`` iterations) with a Broyden IFT backward
+  (``backward_iters``); the phantom gradient ``grad=K, tau=1`` after ``steps − K`` no-grad
+  iterations (ReTune's forward work and backward: on our map it is Algorithm 1, tested); and
+  on our map the damped phantom ``tau=0.5``.
 
 The "→ tolerance" rows stop on each library's own criterion: ours ‖b − Mw‖/‖b‖ (GMRES), the
 peers' ‖w_{k+1} − w_k‖/‖w_{k+1}‖ — the same residual, relative to ‖w‖ instead of ‖b‖, which is
@@ -58,7 +65,9 @@ Timing: ``warmup`` untimed calls, then ``repeats`` timed calls (median wall time
 working set = peak RSS minus RSS before the call, :func:`experiments.common.measure.measure`,
 after :func:`.timing.release_free_memory`); the peers' "→ tolerance" rows are timed once
 without warm-up.
-``load_1min`` is the machine's load average when the row finished. A peer that cannot be
+``load_1min`` is the machine's load average when the row finished. ``forward_error`` is the
+distance of a peer's output to the float64 fixed point of its map (relative), the forward
+accuracy behind its gradient. A peer that cannot be
 imported gives a row ``not installed: ...``; the run goes on.
 
 Accuracy: ‖g − g_ref‖/‖g_ref‖ against the DEQ gradient of the same map in float64 at the same
