@@ -2,10 +2,15 @@
 
 One batch B = 4 × 3 × 256 × 256 float32 on the CPU with 2 intra-op threads
 (``RETUNE_BENCH_THREADS`` overrides), db4, 4 levels; every figure is the median of 30 timed
-rounds after 3 warm-up rounds. Run::
+rounds after 3 warm-up rounds. ``ours_before_*`` is the transform before the block-GEMM
+passes (``benchmarks/wavelet_before.py``), in the same run as the shipped one. Run::
 
     python -m pytest benchmarks/bench_wavelet.py --benchmark-only \\
-        --benchmark-columns=min,median,iqr,rounds --benchmark-sort=name
+        --benchmark-columns=min,median,iqr,rounds --benchmark-sort=name \\
+        -k "ours or (ptwt_wave and reflect) or ptwt_round" \\
+        --benchmark-json=benchmarks/results/bench-wavelet-cpu-2026-12-02.json
+
+``python -m benchmarks.step_costs`` times the same transforms interleaved in one process.
 
 Two threads only pay off on an otherwise idle machine: while another process keeps one of two
 cores busy, every parallel region waits for a descheduled thread (milliseconds each), and
@@ -30,6 +35,7 @@ import pytest
 import torch
 
 from benchmarks.common import BENCH_THREADS
+from benchmarks.wavelet_before import wavelet_before
 from operators.wavelet import Wavelet2D
 
 SHAPE = (4, 3, 256, 256)
@@ -103,6 +109,40 @@ def test_bench_ours_forward_backward(benchmark, x):
         D.analysis(z).backward(g)
 
     benchmark.pedantic(step, rounds=ROUNDS, warmup_rounds=WARMUP, iterations=1)
+
+
+# -- ours before the block-GEMM passes -----------------------------------------------------------
+
+
+def before(fn):
+    """fn with the old level passes (a fresh transform: banks are cached per transform)."""
+
+    def call(*args):
+        with wavelet_before():
+            return fn(*args)
+
+    return call
+
+
+@pytest.mark.benchmark(group="forward")
+def test_bench_ours_before_forward(benchmark, x):
+    D = Wavelet2D(WAVELET, LEVELS)
+    approx, details = run(benchmark, before(D.forward), x)
+    assert approx.shape == (4, 3, 16, 16) and len(details) == LEVELS
+
+
+@pytest.mark.benchmark(group="inverse")
+def test_bench_ours_before_inverse(benchmark, x):
+    D = Wavelet2D(WAVELET, LEVELS)
+    approx, details = before(D.forward)(x)
+    assert run(benchmark, before(D.inverse), approx, details).shape == SHAPE
+
+
+@pytest.mark.benchmark(group="forward+inverse")
+def test_bench_ours_before_round_trip(benchmark, x):
+    D = Wavelet2D(WAVELET, LEVELS)
+    out = run(benchmark, before(lambda z: D.inverse(*D.forward(z))), x)
+    assert float((out - x).abs().max()) < 1e-5
 
 
 # -- ptwt ----------------------------------------------------------------------------------------

@@ -27,7 +27,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+import torch.autograd.forward_ad as forward_ad
 
+from .compiled import compile_backend, compile_function
 from .errors import InvalidInputError
 from .memo import memoize
 from .wavelet import Wavelet2D
@@ -59,6 +61,10 @@ class WaveletFB:
     ``model`` has ``A``, ``A_adjoint`` and ``norm_sq`` (see :mod:`operators.physics`); pass
     ``model=None`` for denoising (A = I), where the step is elementwise in the wavelet domain:
     D(Dᵀθ⁻¹u − y) = θ⁻¹u − Dy (D orthonormal), so no transform runs inside the loop.
+
+    ``compile`` (default None: off unless ``$RETUNE_COMPILE`` is set) runs the denoising step,
+    and the prox of the other models, through ``torch.compile`` (True: inductor, or a backend
+    name): worth it only for long runs, see :mod:`operators.compiled`.
     """
 
     y: torch.Tensor
@@ -67,6 +73,7 @@ class WaveletFB:
     wavelet: str = "db4"
     levels: int = 4
     step_factor: float = 1.95
+    compile: bool | str | None = None
 
     def __post_init__(self) -> None:
         if self.prior not in PRIORS:
@@ -83,6 +90,9 @@ class WaveletFB:
         # Dy (denoising) or D Aᵀy (general): constant along the iteration.
         aty = self.y if self.model is None else self.model.A_adjoint(self.y)
         self.D_aty = self.D.analysis(aty)
+        # opt-in torch.compile of the step's elementwise kernels (operators.compiled)
+        self._backend = compile_backend(self.compile)
+        self._kernels: dict[str, object] = {}
 
     def weights(self, theta: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
         """The diagonal of θ in the packed coefficient layout, shape (1, C, H, W)."""
@@ -118,37 +128,98 @@ class WaveletFB:
         """prox of t‖·‖₁,₂ on the detail coefficients (group soft thresholding).
 
         Works on the packed layout directly: the squared group norms are sums of three views
-        of u² (one per band, over channels too for θ_BC), and the shrink factors are packed
-        back into one (B, 1|C, H, W) map that multiplies u. This is ~30× faster on CPU than
+        of u² (one per band, over channels too for θ_BC), and each group's factor
+        (1 − t/‖·‖)₊ multiplies its three coefficients. This is ~30× faster on CPU than
         unpacking and calling ``torch.linalg.vector_norm`` over non-contiguous dimensions
         (see docs/performance.md); it is tested against that form.
+        """
+        return self._prox(u, t, inplace=False)
+
+    def _prox(
+        self, u: torch.Tensor, t: torch.Tensor, *, inplace: bool, fused: bool | None = None
+    ) -> torch.Tensor:
+        """:meth:`prox`; with ``inplace`` the result may be written into u (a tensor the
+        caller owns and no longer needs). ``fused`` picks the form (None: the in-place one
+        unless a graph may be recorded; False: the graph form, which torch.compile traces).
+
+        Without a graph to record (no gradient, forward-mode or torch.func transform on u or
+        t) the factors of all levels are computed in one flat buffer with in-place kernels and
+        multiply the detail bands in place: 24 kernels and no factor map, against 45 for the
+        graph-friendly form (the factor map packed by concatenation, then one product). Both
+        forms evaluate the same operations on the same numbers in the same order, so their
+        values are identical bit for bit and the graph's gradients are those of the eager
+        step (tests/test_wavelet_prior.py).
         """
         sq = u * u
         if self.prior == "BC":
             sq = sq.sum(dim=1, keepdim=True)
         tiny = torch.finfo(u.dtype).tiny
-        factors = []
-        for h, w in self._detail_hw():
-            norm_sq = (
-                sq[..., h : 2 * h, :w] + sq[..., :h, w : 2 * w] + sq[..., h : 2 * h, w : 2 * w]
-            )
+        hw = self._detail_hw()
+        if fused is None:
+            fused = not _records_graph(u, t)
+        if not fused:
+            norms = torch.cat([_group_norm_sq(sq, h, w).flatten(-2) for h, w in hw], dim=-1)
             # clamp_min keeps t/‖·‖ finite (and its gradient 0) where a group is 0; the
             # factor is 0 there anyway.
-            f = torch.relu(1 - t * torch.rsqrt(norm_sq.clamp_min(tiny)))
-            factors.append(f.unsqueeze(-3).expand(*f.shape[:-2], 3, h, w))
-        ones = torch.ones((1, 1, *self._approx_hw()), device=u.device, dtype=u.dtype)
-        return u * self.D.pack(ones, factors)
+            flat = torch.relu(1 - t * torch.rsqrt(norms.clamp_min(tiny)))
+            factors, start = [], 0
+            for h, w in hw:
+                f = flat[..., start : start + h * w].unflatten(-1, (h, w))
+                factors.append(f.unsqueeze(-3).expand(*f.shape[:-2], 3, h, w))
+                start += h * w
+            ones = torch.ones((1, 1, *self._approx_hw()), device=u.device, dtype=u.dtype)
+            return u * self.D.pack(ones, factors)
+        flat = sq.new_empty(*sq.shape[:-2], sum(h * w for h, w in hw))
+        views, start = [], 0
+        for h, w in hw:
+            view = flat[..., start : start + h * w].unflatten(-1, (h, w))
+            torch.add(sq[..., h : 2 * h, :w], sq[..., :h, w : 2 * w], out=view)
+            view.add_(sq[..., h : 2 * h, w : 2 * w])
+            views.append(view)
+            start += h * w
+        # relu(1 − t·rsqrt(max(n, tiny))), the same roundings as the graph form
+        flat.clamp_min_(tiny).rsqrt_().mul_(t).neg_().add_(1).relu_()
+        out = u if inplace else u.clone()
+        for (h, w), f in zip(hw, views, strict=True):
+            # rows [h, 2h) hold cH | cD side by side: one product for both
+            out[..., h : 2 * h, : 2 * w].unflatten(-1, (2, w)).mul_(f.unsqueeze(-2))
+            out[..., :h, w : 2 * w].mul_(f)
+        return out
 
     def step(self, u: torch.Tensor, theta: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
         """φ(u, θ), eq. (51)."""
         if self.model is None:
             # u − τ(θ⁻¹u − Dy)/θ = u(1 − τ/θ²) + (τ/θ)Dy: one pass over u
             tau, scale, shift = memoize(self, "denoising", theta, lambda: self._maps(theta))
-            return self.prox(torch.addcmul(shift, u, scale), tau)
+            if self._backend is not None:
+                return self._kernel("denoise")(u, scale, shift, tau)
+            return self._prox(torch.addcmul(shift, u, scale), tau, inplace=True)
         w, tau, shift = memoize(self, "general", theta, lambda: self._maps(theta))
         x = self.D.synthesis(u / w)
         grad = self.D.analysis(self.model.A_adjoint(self.model.A(x))) / w
-        return self.prox(u - tau * grad + shift, tau)
+        if self._backend is not None:
+            return self._kernel("prox")(u - tau * grad + shift, tau)
+        return self._prox(u - tau * grad + shift, tau, inplace=True)
+
+    def _kernel(self, name: str):
+        """The compiled denoising step ((u, 1 − τ/θ², (τ/θ)Dy, τ) -> φ) or prox ((v, τ) ->
+        prox), built on first use: the graph form of :meth:`_prox`, which inductor fuses."""
+        kernel = self._kernels.get(name)
+        if kernel is None:
+            if name == "denoise":
+
+                def fn(u, scale, shift, tau):
+                    return self._prox(
+                        torch.addcmul(shift, u, scale), tau, inplace=False, fused=False
+                    )
+
+            else:
+
+                def fn(v, tau):
+                    return self._prox(v, tau, inplace=False, fused=False)
+
+            kernel = self._kernels[name] = compile_function(fn, self._backend)
+        return kernel
 
     def _maps(self, theta: tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, ...]:
         """The θ-only quantities of the step, computed once per block (operators.memo).
@@ -179,3 +250,16 @@ class WaveletFB:
     def _detail_hw(self) -> list[tuple[int, int]]:
         H, W = self.y.shape[-2:]
         return [(H >> (j + 1), W >> (j + 1)) for j in range(self.levels)]
+
+
+def _group_norm_sq(sq: torch.Tensor, h: int, w: int) -> torch.Tensor:
+    """Σ over the three bands of one level (cH, cV, cD) of the packed squares ``sq``."""
+    return sq[..., h : 2 * h, :w] + sq[..., :h, w : 2 * w] + sq[..., h : 2 * h, w : 2 * w]
+
+
+def _records_graph(*tensors: torch.Tensor) -> bool:
+    """Whether an operation on ``tensors`` may be recorded: autograd (a tensor that requires
+    grad, with grad mode on), forward-mode AD or a torch.func transform."""
+    if torch._C._are_functorch_transforms_active() or forward_ad._current_level >= 0:
+        return True
+    return torch.is_grad_enabled() and any(t.requires_grad for t in tensors)

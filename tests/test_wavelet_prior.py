@@ -3,11 +3,14 @@ analytic ω bounds the measured Jacobian norm, and at 16×16 deq_solve equals de
 
 from __future__ import annotations
 
+import os
+
 import pytest
 import torch
 
 from bounds.constants import delta_measured
 from operators import fixed_point, hypergrad, unroll
+from operators.compiled import ENV
 from operators.errors import InvalidInputError
 from operators.prox import group_soft_threshold
 from operators.wavelet_prior import WaveletFB, init_theta
@@ -90,6 +93,105 @@ def test_packed_prox_gradient_matches_vector_norm_form_with_zero_groups(prior):
     for a, b in zip(grads_new, grads_ref, strict=True):
         assert torch.isfinite(a).all()
         torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize("prior", ["B", "BC"])
+def test_in_place_prox_equals_graph_form_bit_for_bit(prior, dtype):
+    """Without a graph the prox runs in place on one flat buffer of factors; with one it
+    packs a factor map. Same numbers bit for bit, zero groups included, and neither prox
+    nor step changes its input."""
+    fb = WaveletFB(observation(32).to(dtype), prior=prior)
+    theta = init_theta(prior, 4, 3, log_lambda=-1.5, dtype=dtype)
+    u = fb.initial() * 1.3
+    u[..., 16:, :16] = 0.0  # a zero band at the finest level
+    u[..., 4:8, :8] = 0.0  # a level where every group is zero
+    u[..., :4, 4:8] = 0.0
+    before = u.clone()
+    t = torch.tensor(0.3, dtype=dtype)
+    with torch.no_grad():
+        fast, fast_step = fb.prox(u, t), fb.step(u, theta)
+    graph = fb.prox(u.clone().requires_grad_(), t)
+    graph_step = fb.step(u, tuple(p.clone().requires_grad_() for p in theta))
+    assert graph.grad_fn is not None and graph_step.grad_fn is not None
+    assert torch.equal(fast, graph.detach()) and torch.equal(fast_step, graph_step.detach())
+    assert torch.equal(u, before)
+    tol = {torch.float64: (1e-12, 1e-14), torch.float32: (1e-5, 1e-6)}[dtype]
+    torch.testing.assert_close(fast, _prox_by_vector_norm(fb, u, t), rtol=tol[0], atol=tol[1])
+
+
+@pytest.mark.parametrize("prior", ["B", "BC"])
+def test_step_gradient_matches_the_unfused_step(prior):
+    """∂φ/∂(u, θ) of the shipped step against the step as first written (five elementwise
+    passes, the prox by torch.linalg.vector_norm), in float64, and gradcheck at 16×16.
+
+    λ_j > 1 puts min θ at the approximation (θ = 1 there), so τ(θ), which the step does not
+    differentiate, is locally constant and finite differences see the same map."""
+    fb = WaveletFB(observation(), prior=prior)
+    log_lam, log_Lam = init_theta(prior, 4, 3, log_lambda=0.5)
+    theta = (
+        (log_lam + torch.linspace(0.0, 0.3, 4)).requires_grad_(),
+        (log_Lam + 0.1).requires_grad_(),
+    )
+    u = (fb.initial() * 4.0).requires_grad_()
+
+    def reference(u, theta):
+        w = fb.weights(theta)
+        tau = fb.tau(w)
+        return _prox_by_vector_norm(fb, u - tau * ((u / w - fb.D_aty) / w), tau)
+
+    new, ref = fb.step(u, theta), reference(u, theta)
+    torch.testing.assert_close(new, ref, rtol=1e-12, atol=1e-14)
+    g = torch.randn_like(new)
+    for a, b in zip(
+        torch.autograd.grad(new, (u, *theta), g),
+        torch.autograd.grad(ref, (u, *theta), g),
+        strict=True,
+    ):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
+    assert torch.autograd.gradcheck(lambda u, *th: fb.step(u, th), (u, *theta), fast_mode=True)
+
+
+COMPILE_BACKENDS = ["aot_eager"] + (
+    ["inductor"] if os.environ.get("RETUNE_TEST_INDUCTOR") == "1" else []
+)  # inductor's C++ build takes tens of seconds cold: opt-in (RETUNE_TEST_INDUCTOR=1)
+
+
+@pytest.mark.parametrize("backend", COMPILE_BACKENDS)
+@pytest.mark.parametrize("model", [None, Identity()], ids=["denoise", "general"])
+def test_compiled_step_value_and_gradient_equal_eager(backend, model):
+    """WaveletFB(compile=...) traces the graph form of the step: the same values and, through
+    ReTune's graph-carrying last block, the same gradients as the eager step (float64)."""
+    y = observation()
+    eager, compiled = (WaveletFB(y, prior="BC", model=model, compile=c) for c in (False, backend))
+    log_lam, log_Lam = init_theta("BC", 4, 3, log_lambda=-1.5)
+    theta = ((log_lam + torch.linspace(-0.3, 0.3, 4)).requires_grad_(), log_Lam.requires_grad_())
+    u = eager.initial() * 1.3
+    with torch.no_grad():
+        torch.testing.assert_close(
+            compiled.step(u, theta), eager.step(u, theta), rtol=1e-12, atol=1e-14
+        )
+    x_bar = observation(seed=1)
+
+    def loss(v):
+        return 0.5 * ((eager.D.synthesis(v / eager.weights(theta).detach()) - x_bar) ** 2).sum()
+
+    grads = [hypergrad.retune(fb.step, theta, u, loss, K=3, T=2) for fb in (compiled, eager)]
+    for a, b in zip(*grads, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
+    assert compiled._kernels  # the compiled kernel ran
+
+
+def test_compile_switch(monkeypatch):
+    y = observation()
+    monkeypatch.delenv(ENV, raising=False)
+    assert WaveletFB(y)._backend is None  # off by default
+    monkeypatch.setenv(ENV, "1")
+    assert WaveletFB(y)._backend == "inductor" and WaveletFB(y, compile=False)._backend is None
+    monkeypatch.setenv(ENV, "aot_eager")
+    assert WaveletFB(y)._backend == "aot_eager"
+    with pytest.raises(InvalidInputError, match=r"not a torch\.compile backend"):
+        WaveletFB(y, compile="no-such-backend")
 
 
 def test_packed_prox_float32_matches_vector_norm_form():
