@@ -32,8 +32,9 @@ __all__ = [
     "validate",
 ]
 
-PRIORS = ("wavelet-B", "wavelet-BC", "pnp")
-"""The error study's priors (``pnp`` is FB-PnP with θ = (σ, τ), operators.section4)."""
+PRIORS = ("wavelet-B", "wavelet-BC", "pnp", "foe")
+"""The error study's priors (``pnp`` is FB-PnP with θ = (σ, τ), ``foe`` the fields of experts of
+operators.foe; operators.section4)."""
 KEY = ("task", "prior", "size", "batch", "dtype", "seed", "estimator", "K", "T", "P")
 """What identifies a row of ``metrics.csv``: the problem (task, prior, crop size, batch,
 dtype, seed of the crops and noise) and the estimator with its (K, T, P)."""
@@ -69,7 +70,7 @@ class ErrorStudyConfig(TypedFields):
     task: str = field(
         default="denoise", metadata={"help": "denoise, inpaint, deblur, or all (the four)"}
     )
-    prior: str = field(default="wavelet-BC", metadata={"help": "wavelet-B, wavelet-BC or pnp"})
+    prior: str = field(default="wavelet-BC", metadata={"help": "wavelet-B, wavelet-BC, pnp or foe"})
     size: int = field(default=256, metadata={"help": "crop size (multiple of 16, >= 32)"})
     batch: int = field(default=4, metadata={"help": "number of colour crops"})
     images: str | None = field(default=None, metadata={"help": "image folder (default: embedded)"})
