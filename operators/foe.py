@@ -64,7 +64,8 @@ only: Assumption 2 is needed "on a ball around x̂", and that is what the consta
 Region. Let B = B(c, R) be a ball that contains x̂ (e.g. the a-posteriori ball of Lemma A,
 ``docs/findings.md`` C: any y with ‖Φ_K(y) − y‖ = s has ‖y − x̂‖ ≤ s/(1 − δ_K)). Since
 ‖φ(x) − x̂‖ ≤ ω‖x − x̂‖ ≤ ‖x − x̂‖, the ball S = B(x̂, 2R) ⊇ B holds every iterate φ^j(x) of
-every x ∈ B, and S ⊆ B(c, 3R). On S: ‖x − x̂‖ ≤ 2R, ‖x‖ ≤ X := ‖c‖ + 3R, and every s×s patch
+every x ∈ B (x̂ is a fixed point of φ itself: for μ = 0, φ is averaged and Fix φ^K = Fix φ),
+and S ⊆ B(c, 3R). On S: ‖x − x̂‖ ≤ 2R, ‖x‖ ≤ X := ‖c‖ + 3R, and every s×s patch
 has ‖patch_i(x)‖₂ ≤ P := max_i ‖patch_i(c)‖₂ + 3R (so |(E_k x)_i| ≤ ‖e_k‖₂P).
 
 One step, for x, x' ∈ S (δ := x − x'), term by term:
