@@ -91,6 +91,9 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=10)
     parser.add_argument("--passes", type=int, default=2)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument(
+        "--skip-restart", action="store_true", help="leave out the no_grad/inference_mode loops"
+    )
     parser.add_argument("--out", default=None, help="JSON file for the results")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -113,14 +116,16 @@ def main() -> None:
                             lambda fb=fb, u=u0: fb.D.analysis(fb.D.synthesis(u)), args.repeats
                         )
                     res.setdefault(name, []).append((block / 10, dwt))
-            no_grad = median_seconds(
-                lambda s=step, t=theta, u=u0: restart(s, t, u, 10, 5), args.repeats
-            )
-        with torch.inference_mode():
-            th, u = tuple(t.clone() for t in theta), u0.clone()
-            inference = median_seconds(
-                lambda s=step, t=th, u=u: restart(s, t, u, 10, 5), args.repeats
-            )
+            if not args.skip_restart:
+                no_grad = median_seconds(
+                    lambda s=step, t=theta, u=u0: restart(s, t, u, 10, 5), args.repeats
+                )
+        if not args.skip_restart:
+            with torch.inference_mode():
+                th, u = tuple(t.clone() for t in theta), u0.clone()
+                inference = median_seconds(
+                    lambda s=step, t=th, u=u: restart(s, t, u, 10, 5), args.repeats
+                )
         floor = PASSES_PER_STEP * u0.numel() * u0.element_size() / copy_bandwidth(u0)
         for name, runs in res.items():
             step_s, dwt_s = min(r[0] for r in runs), min(r[1] for r in runs)
@@ -133,7 +138,7 @@ def main() -> None:
             }
             if task == "denoise":
                 row.update(floor_ms=1e3 * floor, floor_fraction=floor / step_s)
-            if name == "after":
+            if name == "after" and not args.skip_restart:
                 row.update(
                     restart_K10_T5_no_grad_s=no_grad, restart_K10_T5_inference_mode_s=inference
                 )
