@@ -327,6 +327,10 @@ def test_crosscheck_diagonal_is_the_runs_test_psnr(fig1_run):
         at = own.set_index("evaluated_at").test_psnr
         assert at[f"K={r.K},T={r.T}"] == pytest.approx(r.test_psnr, abs=1e-9)
         assert np.isfinite(at["fixed point"])
+        if (r.K, r.T) == (1, 1):  # a learned one-step shrinkage: far worse at its own x̂
+            assert at["K=1,T=1"] > at["fixed point"] + 3.0
+        else:  # (10, 10): 100 steps from u₀ are its equilibrium estimate to 0.01 dB
+            assert abs(at["K=10,T=10"] - at["fixed point"]) < 0.01
     assert (fig1_run / "crosscheck.csv").is_file()
 
 

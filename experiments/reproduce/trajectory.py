@@ -17,7 +17,9 @@ with) with the DEQ gradient g (20) at the fixed point x̂ of Φ_K, and with the 
   ĝ − g is the sum of the four vectors;
 - ``secant_theta`` = ‖∂L(x̂)ᵀ(∂_θΦ_K(x_{K(T−1)}) − ∂_θΦ_K(x̂))‖/(‖x_{K(T−1)} − x̂‖‖g‖):
   the measured L_θ‖∂L(x̂)‖ of Assumption 2 along that segment, relative to ‖g‖, so that
-  ``rel_jacobian_term`` = ``secant_theta`` · ``dist_prev`` · ‖x̂‖.
+  ``rel_jacobian_term`` = ``secant_theta`` · ``dist_prev`` · ‖x̂‖;
+- ``grad_norm_deq`` = ‖g‖ and ``norm_<est>`` = ‖ĝ‖. Where g = 0 (at a θ whose x̂ has every
+  group of the prox inactive, ∂_θΦ_K(x̂) = 0) the relative columns and cosines are NaN.
 
 Everything is computed in the run's dtype and device (no silent cast): the reference g is
 ``deq_solve`` to ``solve_tol`` (its default by dtype) at x̂ from :func:`operators.fixed_point`
@@ -53,10 +55,13 @@ def _flat(grad: Theta) -> torch.Tensor:
 
 
 def _compare(g_hat: torch.Tensor, g: torch.Tensor) -> tuple[float, float]:
-    """(cosine, relative error) of ĝ against g."""
-    norm = torch.linalg.vector_norm(g)
-    cos = torch.dot(g_hat, g) / (torch.linalg.vector_norm(g_hat) * norm)
-    return float(cos), float(torch.linalg.vector_norm(g_hat - g) / norm)
+    """(cosine, relative error) of ĝ against g; NaN where a norm is 0 (g = 0 happens: at a θ
+    where every group of the prox is inactive at x̂, ∂_θΦ_K(x̂) = 0)."""
+    norm, norm_hat = float(torch.linalg.vector_norm(g)), float(torch.linalg.vector_norm(g_hat))
+    if norm == 0.0:
+        return math.nan, math.nan
+    cos = float(torch.dot(g_hat, g)) / (norm_hat * norm) if norm_hat > 0 else math.nan
+    return cos, float(torch.linalg.vector_norm(g_hat - g)) / norm
 
 
 @dataclass
@@ -95,17 +100,25 @@ class GradientInspector:
         if not self.due(step):
             return
         row = {"model": unit.model, "K": unit.K, "T": unit.T, "step": step}
-        row.update(inspect_gradients(problem, theta, loss, est.grad, unit.K, unit.T))
+        row.update(
+            inspect_gradients(
+                problem, theta, loss, est.grad, unit.K, unit.T, readout=problem.readout
+            )
+        )
         self.rows.append(row)
         write_csv_atomic(pd.DataFrame(self.rows), self.path)
 
 
 def inspect_gradients(
-    problem: Any, theta: Theta, loss: Any, g_step: Theta, K: int, T: int
+    problem: Any, theta: Theta, loss: Any, g_step: Theta, K: int, T: int, *, readout: Any
 ) -> dict[str, float]:
-    """The columns of one ``trajectory.csv`` row (see the module docstring)."""
+    """The columns of one ``trajectory.csv`` row (see the module docstring).
+
+    ``loss`` is of the image R(u, θ) with ``readout`` R (training: ``problem.readout``), or of
+    the iterate with ``readout=None`` (the error study's loss); ``g_step`` was computed with
+    the same pair."""
     p = problem
-    step, x0, readout = p.step, p.x0, p.readout
+    step, x0 = p.step, p.x0
     dtype = x0.dtype
     theta = like(theta, tuple(t.detach() for t in as_tuple(theta)))
     x_star = fixed_point(step, theta, x0, K=K, rtol=default_rtol(dtype)).x
@@ -116,6 +129,7 @@ def inspect_gradients(
     g_hat = _flat(g_step)
     run = restart(step, theta, x0, K, T)
     norm_g = float(torch.linalg.vector_norm(g))
+    relative = (lambda v: v / norm_g) if norm_g > 0 else (lambda v: math.nan)
     norm_star = float(torch.linalg.vector_norm(x_star))
     dist_prev = float(torch.linalg.vector_norm(run.x_prev - x_star))
     dist_KT = float(torch.linalg.vector_norm(run.x - x_star))
@@ -134,6 +148,10 @@ def inspect_gradients(
     cos_j, rel_j = _compare(g_jfb, g)
     delta = p.delta(K)
     jac = float(torch.linalg.vector_norm(jacobian_term))
+    norms = {
+        f"norm_{name}": float(torch.linalg.vector_norm(v))
+        for name, v in (("step", g_hat), ("unrolled", g_unrolled), ("jfb", g_jfb))
+    }
     return {
         "cos_step": cos_r,
         "rel_step": rel_r,
@@ -141,14 +159,15 @@ def inspect_gradients(
         "rel_unrolled": rel_u,
         "cos_jfb": cos_j,
         "rel_jfb": rel_j,
-        "rel_loss_term": float(torch.linalg.vector_norm(loss_term)) / norm_g,
-        "rel_jacobian_term": jac / norm_g,
-        "rel_readout_term": float(torch.linalg.vector_norm(readout_term)) / norm_g,
-        "secant_theta": jac / (dist_prev * norm_g) if dist_prev > 0 else math.nan,
+        "rel_loss_term": relative(float(torch.linalg.vector_norm(loss_term))),
+        "rel_jacobian_term": relative(jac),
+        "rel_readout_term": relative(float(torch.linalg.vector_norm(readout_term))),
+        "secant_theta": relative(jac / dist_prev) if dist_prev > 0 else math.nan,
         "dist_prev": dist_prev / norm_star,
         "dist_KT": dist_KT / norm_star,
         "delta_K": math.nan if delta is None else delta,
         "grad_norm_deq": norm_g,
+        **norms,
         "dtype": str(dtype).removeprefix("torch."),
     }
 
@@ -232,7 +251,8 @@ def split_over_T(
     rows = []
     for T in Ts:
         g_r = hypergrad.retune(p.step, p.theta, p.x0, p.loss, K=K, T=T)
-        rows.append({"K": K, "T": T, **inspect_gradients(p, p.theta, p.loss, g_r, K, T)})
+        split = inspect_gradients(p, p.theta, p.loss, g_r, K, T, readout=None)
+        rows.append({"K": K, "T": T, **split})
     return pd.DataFrame(rows)
 
 
