@@ -305,7 +305,10 @@ def test_inspection_leaves_the_run_unchanged_and_splits_the_error(tmp_path):
     b = pd.read_csv(inspected / "fig1" / "t" / "metrics.csv").drop(columns="seconds")
     pd.testing.assert_frame_equal(a, b)
     rows = pd.read_csv(inspected / "fig1" / "t" / "trajectory.csv")
-    assert sorted(set(rows.step)) == [1, 2] and set(zip(rows.K, rows["T"])) == {(1, 1), (10, 10)}
+    assert sorted(set(rows.step)) == [1, 2] and set(zip(rows.K, rows["T"], strict=True)) == {
+        (1, 1),
+        (10, 10),
+    }
     one = rows[rows.K == 1]
     np.testing.assert_allclose(one.cos_step, one.cos_unrolled, rtol=1e-12)
     np.testing.assert_allclose(one.rel_step, one.rel_unrolled, rtol=1e-10)
