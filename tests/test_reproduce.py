@@ -131,6 +131,19 @@ def test_resume_after_interruption_is_bit_for_bit(tmp_path):
         assert all(torch.equal(x, y) for x, y in zip(ta[key], tb[key], strict=True)), key
 
 
+def test_resume_of_a_run_that_predates_a_new_field(tmp_path):
+    """A config.json written before a field existed resumes at that field's default."""
+    cfg = tiny(tmp_path, models="wavelet-BC", configs="1,1", epochs=1)
+    assert rp.run_reproduce(cfg) == 0
+    path = tmp_path / "fig1" / "t" / "config.json"
+    saved = json.loads(path.read_text())
+    for name in ("inspect_every", "start", "noise", "models"):
+        del saved[name]
+    saved["models"] = ["wavelet-BC"]
+    path.write_text(json.dumps(saved))
+    assert rp.run_reproduce(dataclasses.replace(cfg, resume=True)) == 0
+
+
 def test_resume_refuses_changed_settings(tmp_path):
     assert rp.run_reproduce(tiny(tmp_path, configs="1,1", epochs=1)) == 0
     with pytest.raises(InvalidInputError, match="lr"):

@@ -57,7 +57,9 @@ def _check_run_folder(cfg: ReproduceConfig, folder: Path) -> None:
         saved = json.loads((folder / "config.json").read_text())
         # the configuration's fields only (config.json also records the torch version etc.),
         # typed as the configuration types them (older runs stored --configs as text)
-        saved = {f.name: saved.get(f.name) for f in fields(cfg)}
+        # a field the run predates (added since) resumes at its default: what the older
+        # version did without it
+        saved = {f.name: saved.get(f.name, getattr(type(cfg)(), f.name)) for f in fields(cfg)}
         check_resume(
             convert_fields(type(cfg), saved, strict=False),
             cfg,
