@@ -58,7 +58,9 @@ __all__ = [
 
 METHODS = ("deq_exact", "deq_solve", "deq_neumann", "jfb", "retune", "unrolled")
 DENSE_THETA_LIMIT = 256  # d: forward-mode columns of ∂_θΦ_K for its exact spectral norm
-DENSE_ENTRIES_LIMIT = 2**22  # n·d entries of the dense ∂_θΦ_K (32 MiB in float64)
+DENSE_ENTRIES_LIMIT = 2**26  # n·d entries of the dense ∂_θΦ_K (512 MiB in float64)
+# 2**26 holds a 256×256 colour image with d = 208 (the FoE prior): jacobian_theta pushes its
+# columns in chunks, so only the matrix itself scales with d.
 
 
 @dataclass(frozen=True)

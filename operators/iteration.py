@@ -76,6 +76,7 @@ def unroll(step: Step, K: int) -> Block:
         return x
 
     block.K = K  # type: ignore[attr-defined]
+    block.step = step  # type: ignore[attr-defined]  # jacobians.reuse_jacobians keys on it
     return block
 
 

@@ -6,10 +6,13 @@ Notation of the paper: ∂_xΦ_K(x, θ) ∈ ℝ^{n×n} (its norm at x̂ is the m
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
+from typing import Any
 
 import torch
-from torch.func import jacfwd, jacrev, jvp, vjp
+from torch.func import jacrev, jvp, vjp, vmap
 
 from .errors import InvalidInputError
 from .theta import Theta, as_tuple, flat, like, unflat
@@ -36,19 +39,80 @@ def jacobian_x(Phi: Block, x: torch.Tensor, theta: Theta) -> torch.Tensor:
         return torch.autograd.functional.jacobian(f, z)
 
 
+CHUNK_ENTRIES = 2**22
+"""Forward-mode columns of ∂_θΦ_K are pushed ``CHUNK_ENTRIES // n`` at a time (vmap
+``chunk_size``), so the activations held at once stay near 2²² entries per step whatever d is:
+at 256×256 colour (n = 196608, d = 208) all d at once needed several GB per step."""
+
+_REUSE: ContextVar[list[tuple[Any, ...]] | None] = ContextVar("jacobian_reuse", default=None)
+
+
+@contextmanager
+def reuse_jacobians() -> Iterator[None]:
+    """Within the block, :func:`jacobian_theta` computes each dense ∂_θΦ_K once.
+
+    A second call with the same step and K (a block of :func:`operators.unroll`), the same θ
+    tensors (identity and version) and an x equal to an earlier one (``torch.equal``, bit for
+    bit) returns the matrix already computed. :func:`bounds.verify` opens one: its bounds, the
+    secant L_θ and the certificates need ∂_θΦ_K at x̂ and at x_{K(T−1)} several times, each
+    d forward-mode passes of Φ_K (minutes at 256×256). The step must be a pure function of
+    (x, θ) inside the block, as every estimator already assumes.
+    """
+    token = _REUSE.set([])
+    try:
+        yield
+    finally:
+        _REUSE.reset(token)
+
+
+def _cached(Phi: Block, x: torch.Tensor, leaves: tuple[torch.Tensor, ...]) -> list | None:
+    """The open reuse cache when this call may use it, else None."""
+    cache = _REUSE.get()
+    step = getattr(Phi, "step", None)
+    # x wrapped by torch.func (mixed_derivative's jvp carries a tangent on it) must be
+    # differentiated through, never answered from the cache.
+    if cache is None or step is None or torch._C._functorch.is_functorch_wrapped_tensor(x):
+        return None
+    return cache
+
+
 def jacobian_theta(Phi: Block, x: torch.Tensor, theta: Theta) -> torch.Tensor:
-    """Dense ∂_θΦ_K(x, θ) as an (n, d) matrix (forward mode: d is small)."""
+    """Dense ∂_θΦ_K(x, θ) as an (n, d) matrix (forward mode, :data:`CHUNK_ENTRIES` at a time).
+
+    Inside :func:`reuse_jacobians` a repeated call is answered from the first one.
+    """
     leaves = tuple(t.detach() for t in as_tuple(theta))
     # x is not detached: under torch.func.jvp (mixed_derivative) that would drop its tangent.
+    cache = _cached(Phi, x, leaves)
+    if cache is not None:
+        for step, K, ts, versions, xc, J in cache:
+            if (
+                step is Phi.step
+                and K == getattr(Phi, "K", None)
+                and len(ts) == len(leaves)
+                and all(a is b for a, b in zip(ts, as_tuple(theta), strict=True))
+                and versions == tuple(t._version for t in as_tuple(theta))
+                and xc.shape == x.shape
+                and xc.dtype == x.dtype
+                and xc.device == x.device
+                and torch.equal(xc, x)
+            ):
+                return J
 
     def f(v: torch.Tensor) -> torch.Tensor:
         return Phi(x, like(theta, unflat(v, leaves))).reshape(-1)
 
     v = flat(leaves)
+    chunk = max(1, CHUNK_ENTRIES // max(1, x.numel()))
+    basis = torch.eye(v.numel(), dtype=v.dtype, device=v.device)
     try:
-        return jacfwd(f)(v)
-    except (RuntimeError, NotImplementedError):
-        return torch.autograd.functional.jacobian(f, v)
+        J = vmap(lambda t: jvp(f, (v,), (t,))[1], chunk_size=chunk)(basis).T
+    except (RuntimeError, NotImplementedError):  # steps that torch.func cannot transform
+        J = torch.autograd.functional.jacobian(f, v)
+    if cache is not None:
+        ts = as_tuple(theta)
+        cache.append((Phi.step, Phi.K, ts, tuple(t._version for t in ts), x.detach().clone(), J))
+    return J
 
 
 def mixed_derivative(

@@ -21,7 +21,17 @@ from hypothesis import strategies as st
 import bounds
 from operators import fixed_point, hypergrad, restart, section4, unroll
 from operators.errors import InvalidInputError
-from operators.foe import RHO3, FieldsOfExperts, conv, conv_adjoint, dct_filters, init_theta
+from operators.foe import (
+    RHO3,
+    FieldsOfExperts,
+    conv,
+    conv_adjoint,
+    conv_adjoint_spectral,
+    conv_spectral,
+    dct_filters,
+    init_theta,
+    spectrum,
+)
 from operators.jacobians import jacobian_theta, jacobian_x, spectral_norm
 
 EPS = torch.finfo(torch.float64).eps
@@ -416,3 +426,23 @@ def test_reproduce_foe_quick(tmp_path):
     for suffix in ("pdf", "png"):
         assert (folder / f"foe.{suffix}").stat().st_size > 0
     assert main(args) == 2  # refused: the folder holds a run (nothing overwritten)
+
+
+@given(st.integers(0, 10_000), st.sampled_from([3, 5]), st.integers(1, 3))
+def test_spectral_conv_equals_conv2d(seed: int, ksize: int, channels: int):
+    """The step's H_k and Σ_k H_kᵀ by FFT (spectrum, conv_spectral, conv_adjoint_spectral) equal
+    the circular conv2d ones (conv, conv_adjoint) in float64, on non-square grids."""
+    gen = torch.Generator().manual_seed(seed)
+    x = torch.randn(2, channels, 7, 10, generator=gen, dtype=torch.float64)
+    h = torch.randn(4, ksize, ksize, generator=gen, dtype=torch.float64)
+    z = torch.randn(2 * channels, 4, 7, 10, generator=gen, dtype=torch.float64)
+    g_hat = spectrum(h, (7, 10))
+    torch.testing.assert_close(conv_spectral(x, g_hat), conv(x, h), rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(
+        conv_adjoint_spectral(z, g_hat, x.shape),
+        conv_adjoint(z, h, x.shape),
+        rtol=1e-12,
+        atol=1e-12,
+    )
+    with pytest.raises(InvalidInputError, match="exceed"):
+        spectrum(h, (2, 10))

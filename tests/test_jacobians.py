@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 from hypothesis import given
@@ -61,3 +63,46 @@ def test_mixed_derivative_matches_finite_difference():
 
 def test_hessian_norm_of_mse_is_one():
     assert constants.hessian_norm(lambda x: 0.5 * (x**2).sum(), torch.ones(5)) == pytest.approx(1)
+
+
+def test_jacobian_theta_in_chunks_equals_one_pass(monkeypatch):
+    """The chunked forward-mode ∂_θΦ_K (CHUNK_ENTRIES // n columns at a time) is the matrix of
+    one pass over all d columns (torch.autograd.functional.jacobian, the library)."""
+    p = problems.make_problem("logcosh", n=12, d=6, seed=3, rho=0.01)
+    Phi = unroll(p.step, 3)
+    monkeypatch.setattr(jacobians, "CHUNK_ENTRIES", 24)  # 2 columns per chunk, 3 chunks of 6
+    J = jacobians.jacobian_theta(Phi, p.x0, p.theta)
+    ref = torch.autograd.functional.jacobian(lambda t: Phi(p.x0, t), p.theta)
+    assert J.shape == (12, 6)
+    torch.testing.assert_close(J, ref, rtol=1e-13, atol=1e-13)
+
+
+def test_reuse_jacobians_answers_only_identical_inputs():
+    """Inside reuse_jacobians a repeated (step, K, θ, x) is answered from the first call; any
+    change of x (one ulp), K or θ (in place) is computed afresh, and outside nothing is kept."""
+    p = problems.make_problem("ridge", n=9, d=3, seed=1, rho=0.01)
+    calls = []
+
+    def step(x, theta):
+        calls.append(1)
+        return p.step(x, theta)
+
+    x = p.x0.clone()
+    with jacobians.reuse_jacobians():
+        J1 = jacobians.jacobian_theta(unroll(step, 2), x, p.theta)
+        n1 = len(calls)
+        J2 = jacobians.jacobian_theta(unroll(step, 2), x.clone(), p.theta)
+        assert J2 is J1 and len(calls) == n1
+        x_next = x.clone()
+        x_next[0] = torch.nextafter(x_next[0], torch.tensor(math.inf, dtype=x.dtype))
+        assert jacobians.jacobian_theta(unroll(step, 2), x_next, p.theta) is not J1
+        assert jacobians.jacobian_theta(unroll(step, 3), x, p.theta) is not J1
+        theta = p.theta.clone()
+        J3 = jacobians.jacobian_theta(unroll(step, 2), x, theta)
+        with torch.no_grad():
+            theta.mul_(0.5)
+        J4 = jacobians.jacobian_theta(unroll(step, 2), x, theta)
+        assert J4 is not J3 and not torch.equal(J4, J3)
+    J5 = jacobians.jacobian_theta(unroll(step, 2), x, p.theta)
+    assert J5 is not J1
+    torch.testing.assert_close(J5, J1, rtol=0, atol=0)
