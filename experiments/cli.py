@@ -30,6 +30,7 @@ class VerifyConfig:
 def _commands() -> dict[str, tuple[type, Callable[[Any], int], dict]]:
     from experiments.bench import BenchConfig, run_bench
     from experiments.error_study import PRESETS, ErrorStudyConfig, run_errors
+    from experiments.error_study.verdicts import VerdictConfig, run_verdicts
     from experiments.reproduce import PRESETS as REPRODUCE_PRESETS
     from experiments.reproduce import (
         PRETRAIN_PRESETS,
@@ -44,6 +45,7 @@ def _commands() -> dict[str, tuple[type, Callable[[Any], int], dict]]:
     return {
         "verify": (VerifyConfig, run_verify, {}),
         "errors": (ErrorStudyConfig, run_errors, PRESETS),
+        "verdicts": (VerdictConfig, run_verdicts, {}),
         "reproduce": (ReproduceConfig, reproduce_command, REPRODUCE_PRESETS),
         "pretrain-denoiser": (PretrainConfig, run_pretrain, PRETRAIN_PRESETS),
         "reproduce-foe": (FoeConfig, foe_command, FOE_PRESETS),

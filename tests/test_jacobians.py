@@ -106,3 +106,23 @@ def test_reuse_jacobians_answers_only_identical_inputs():
     J5 = jacobians.jacobian_theta(unroll(step, 2), x, p.theta)
     assert J5 is not J1
     torch.testing.assert_close(J5, J1, rtol=0, atol=0)
+
+
+def test_nested_reuse_blocks_share_the_outer_cache():
+    """A block opened inside another (verify inside a study's block) answers from the outer
+    block's matrices, and they are dropped when the outer block closes."""
+    p = problems.make_problem("ridge", n=9, d=3, seed=2, rho=0.01)
+    calls = []
+
+    def step(x, theta):
+        calls.append(1)
+        return p.step(x, theta)
+
+    with jacobians.reuse_jacobians():
+        with jacobians.reuse_jacobians():
+            J1 = jacobians.jacobian_theta(unroll(step, 2), p.x0, p.theta)
+        n1 = len(calls)
+        with jacobians.reuse_jacobians():
+            assert jacobians.jacobian_theta(unroll(step, 2), p.x0, p.theta) is J1
+        assert len(calls) == n1
+    assert jacobians.jacobian_theta(unroll(step, 2), p.x0, p.theta) is not J1

@@ -579,3 +579,24 @@ def test_T_auto_from_the_command_line(tmp_path, capsys):
     assert main([*args, "--dtype", "float64", "--threads", "1", "--quiet"]) == 0
     metrics = pd.read_csv(tmp_path / "fig1" / "c" / "metrics.csv")
     assert len(metrics) == 2 and (metrics.T_used < 30).all() and (metrics.T_used > 1).all()
+
+
+def test_cpu_preset_is_the_documented_pnp_setting():
+    """``--preset cpu``: 64×64 crops, 200 steps, the paper's 4 test images, a DRUNet of a
+    quarter of deepinv's width with one block per scale (the count its docstring states), and
+    ``pretrain-denoiser --preset cpu`` trains the same network ``reproduce`` looks for."""
+    from deepinv.models import DRUNet
+
+    from experiments.reproduce.presets import DENOISER_PRESETS
+
+    cpu = rp.PRESETS["cpu"]
+    steps = cpu["train_pairs"] // cpu["batch"] * cpu["epochs"]
+    assert (cpu["size"], steps, cpu["test_images"], cpu["device"]) == (64, 200, 4, "cpu")
+    den = DENOISER_PRESETS["cpu"]
+    assert {k: cpu[f"denoiser_{k}"] for k in den} == den
+    assert {k: rp.PRETRAIN_PRESETS["cpu"][k] for k in den} == den
+    full = DRUNet(3, 3, pretrained=None)
+    narrow = DRUNet(3, 3, nc=list(den["nc"]), nb=den["nb"], pretrained=None)
+    count = lambda net: sum(p.numel() for p in net.parameters())  # noqa: E731
+    assert (count(narrow), count(full)) == (575_472, 32_640_960)
+    rp.validate(dataclasses.replace(rp.ReproduceConfig(figure="fig3"), preset="cpu", **cpu))

@@ -96,7 +96,12 @@ class ReproduceConfig(TypedFields):
 
     figure: str = field(default="fig1", metadata={"positional": True, "help": "fig1, fig2 or fig3"})
     preset: str | None = field(
-        default=None, metadata={"help": "quick (a CPU, minutes) or paper (section 4, a GPU)"}
+        default=None,
+        metadata={
+            "help": "quick (a CPU, minutes), cpu (64×64 crops and a narrow DRUNet: the FB-PnP "
+            "rows in about an hour per figure on 2 CPU cores) or paper (section 4; its FB-PnP "
+            "rows need a GPU)"
+        },
     )
     name: str | None = field(default=None, metadata={"help": "run folder name (default: preset)"})
     out: str = field(default="runs", metadata={"help": "root of the run folders"})
@@ -189,11 +194,14 @@ class ReproduceConfig(TypedFields):
 
 DENOISER_PRESETS = {
     "quick": dict(steps=1500, size=32, crops=512, batch=8, lr=3e-3, nc=(8, 16, 32, 64), nb=1),
+    "cpu": dict(steps=3000, size=64, crops=2000, batch=16, lr=1e-3, nc=(16, 32, 64, 128), nb=1),
     "paper": dict(
         steps=10000, size=128, crops=4000, batch=16, lr=1e-4, nc=(64, 128, 256, 512), nb=4
     ),
 }
-"""The suite's DRUNet per preset: tiny for ``quick``; deepinv's architecture for ``paper``."""
+"""The suite's DRUNet per preset: tiny for ``quick``, a quarter of deepinv's width with one block
+per scale for ``cpu`` (575 472 weights against 32.6 million), deepinv's architecture for
+``paper``."""
 
 PRESETS: dict[str, dict[str, Any]] = {
     "quick": dict(
@@ -210,6 +218,20 @@ PRESETS: dict[str, dict[str, Any]] = {
         checkpoint_every=25,
         **{f"denoiser_{k}": v for k, v in DENOISER_PRESETS["quick"].items()},
     ),
+    "cpu": dict(
+        size=64,
+        train_pairs=200,
+        batch=4,
+        epochs=4,
+        test_images=4,
+        test_crops=4,
+        device="cpu",
+        dtype="float32",
+        threads=1,
+        lr_weights=5e-4,
+        checkpoint_every=10,
+        **{f"denoiser_{k}": v for k, v in DENOISER_PRESETS["cpu"].items()},
+    ),
     "paper": dict(
         size=256,
         train_pairs=600,
@@ -225,7 +247,13 @@ PRESETS: dict[str, dict[str, Any]] = {
 one CPU thread (measured 4× faster than two on these small tensors), a tiny DRUNet
 (nc = 8, 16, 32, 64, nb = 1; 1500 steps, about 30 s) and lr 5·10⁻⁴ for its weights (5·10⁻⁵
 barely moves a network this small in 75 steps). Measured on 2 CPU cores: fig1 38 s, fig2
-3 min 20 s (with the DRUNet), fig3 3 min. ``paper``: section 4's 600 pairs of 256×256,
+3 min 20 s (with the DRUNet), fig3 3 min. ``cpu``: the largest FB-PnP setting that runs in
+about an hour per figure on 2 CPU cores, not the paper's: 64×64 crops (1/16 of the paper's
+pixels), 200 pairs, 4 epochs (200 steps), the paper's 4 test images, a DRUNet of a quarter of
+deepinv's width with one residual block per scale (3000 pretraining steps on 64×64 crops),
+lr 5·10⁻⁴ for its weights (the authors' stage-2 rate; the text's 5·10⁻⁵ barely moves it in
+200 steps), one thread per run so that two figures run side by side (measured: a (10, 10)
+FB-PnP gradient about 3 s, docs/reproduce.md). ``paper``: section 4's 600 pairs of 256×256,
 4 epochs (600 steps), 4 test images, deepinv's DRUNet architecture, for a GPU."""
 
 RESUMABLE = ("resume", "checkpoint_every", "threads", "quiet")

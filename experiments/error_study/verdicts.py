@@ -1,0 +1,296 @@
+r"""``retune-suite verdicts``: the paper's statements checked at image scale, with verdicts.
+
+The gradient-error study (:mod:`.study`) draws the bounds beside the errors; this job gives
+them **verdicts**. For one section-4 problem (task, prior) on real crops, in float64, and for
+every (K, T) of a grid it runs :func:`bounds.verify` (Theorem 1, Lemma 1 (29), the Neumann
+bound (22), Theorem 2 (33) as printed and corrected (F1), Corollary 1 (42) when the loss is an
+MSE, and the a-posteriori certificates of ``docs/findings.md`` C) and writes its frame, one row
+per (K, T, statement), to ``verdicts.csv``. A verdict (``holds`` True or False) is given only
+where every constant is certified; the constants given here are:
+
+- δ_K = ω(τ)^K, analytic, for denoising (wavelet θ_B, θ_BC: FB on a strongly convex problem;
+  ``foe``: gradient descent, :mod:`operators.foe`); None (measured, no verdict) elsewhere;
+- H, the Lipschitz constant of ∂ₓL: exactly max θ₀⁻² for the wavelet priors (the loss
+  ½‖Dᵀθ₀⁻¹u − x̄‖², D orthonormal), 1 for ``foe`` (½‖x − x̄‖²);
+- L_θ of the certificates: analytic on :meth:`operators.foe.FieldsOfExperts.run_ball` for
+  ``foe`` denoising; none for the wavelet priors (∂_θΦ_K jumps where the active set changes),
+  whose certificates are then not computed. Theorem 2 itself uses the exact secant L_θ at
+  (x_{K(T−1)}, x̂), which is certified at every size (``bounds.constants.lipschitz_theta``).
+
+Beyond n = 4096 the reference is the matrix-free DEQ solve (GMRES to ``solve_tol``), whose own
+error ``verify`` bounds with the analytic δ_K; ∂_θΦ_K is dense (forward mode in chunks), so
+‖∂_θΦ_K‖₂ and the secant L_θ are exact. x̂ is computed once per K and every ∂_θΦ_K(x̂) once per
+K (one :func:`operators.jacobians.reuse_jacobians` block per K): at 256×256 with the FoE's
+d = 208 one dense ∂_θΦ_10 is 208 forward-mode passes of 10 steps (minutes on a CPU).
+
+Rows are written atomically after each (K, T); ``--resume`` skips the (K, T) already there.
+``verdicts.png``/``.pdf`` draw bound/observed (the tightness) against T, one panel per K, a
+filled marker for True, a cross for False and an open one for no verdict.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import torch
+
+import bounds
+from operators import fixed_point, section4
+from operators.errors import InvalidInputError
+from operators.jacobians import reuse_jacobians
+from operators.section4 import TASKS
+
+from ..common.io import save_figure, write_csv_atomic, write_json_atomic
+from ..common.options import TypedFields, convert_fields
+from ..common.progress import progress
+from ..common.resume import check_resume
+from .config import _counts
+
+__all__ = ["PRIORS", "VerdictConfig", "run_verdicts", "verdict_figure"]
+
+PRIORS = ("wavelet-B", "wavelet-BC", "foe")
+"""The priors with a convex lower level (the statements' setting); FB-PnP has none."""
+
+KEY = ("task", "prior", "size", "batch", "seed", "K", "T")
+RESUMABLE = ("resume", "threads", "quiet", "out")
+
+
+@dataclass
+class VerdictConfig(TypedFields):
+    """Verdicts on the paper's statements at image scale (float64, bounds.verify per (K, T))."""
+
+    task: str = field(default="denoise", metadata={"help": "denoise, inpaint or deblur"})
+    prior: str = field(default="foe", metadata={"help": "wavelet-B, wavelet-BC or foe"})
+    size: int = field(default=256, metadata={"help": "crop size (multiple of 16, >= 32)"})
+    batch: int = field(default=1, metadata={"help": "number of colour crops"})
+    images: str | None = field(default=None, metadata={"help": "image folder (default: embedded)"})
+    ks: tuple[int, ...] = field(
+        default=(1, 10), metadata={"help": "K values, written 1,10", "parse": _counts("ks", 1)}
+    )
+    ts: tuple[int, ...] = field(
+        default=(1, 2, 5),
+        metadata={"help": "T values (every K), written 1,2,5", "parse": _counts("ts", 1)},
+    )
+    P: int = field(default=5, metadata={"help": "Neumann truncation"})
+    log_lambda: float = field(default=-2.0, metadata={"help": "log λ_j of the wavelet priors"})
+    solve_tol: float = field(
+        default=1e-12, metadata={"help": "relative residual of the DEQ reference (GMRES)"}
+    )
+    seed: int = field(default=0, metadata={"help": "seed of the crops, noise and mask"})
+    threads: int = field(default=0, metadata={"help": "torch CPU threads (0: leave as is)"})
+    out: str = field(default="runs/verdicts", metadata={"help": "folder for verdicts.csv"})
+    resume: bool = field(default=False, metadata={"help": "continue the run in --out"})
+    quiet: bool = field(default=False, metadata={"help": "no progress bar"})
+
+
+def validate(cfg: VerdictConfig) -> None:
+    """Every check that can fail runs before any work starts."""
+    if cfg.task not in TASKS:
+        raise InvalidInputError(f"unknown task {cfg.task!r}: choose from {', '.join(TASKS)}.")
+    if cfg.prior not in PRIORS:
+        raise InvalidInputError(
+            f"--prior {cfg.prior!r}: verdicts need a convex lower level; choose from "
+            f"{', '.join(PRIORS)}."
+        )
+    if cfg.size < 32 or cfg.size % 16:
+        raise InvalidInputError(
+            f"--size {cfg.size}: the 4-level transform needs a multiple of 16, at least 32."
+        )
+    for name in ("batch", "P"):
+        value = getattr(cfg, name)
+        if isinstance(value, bool) or not isinstance(value, int) or value < (name == "batch"):
+            raise InvalidInputError(f"--{name} must be an integer >= {int(name == 'batch')}.")
+    _counts("ks", 1)(cfg.ks)
+    _counts("ts", 1)(cfg.ts)
+    if not (0 < cfg.solve_tol < 1):
+        raise InvalidInputError(f"--solve-tol must be in (0, 1), got {cfg.solve_tol}.")
+    if cfg.images is not None and not Path(cfg.images).is_dir():
+        raise InvalidInputError(f"--images {cfg.images}: no such folder.")
+
+
+def _problem(cfg: VerdictConfig) -> section4.Section4Problem:
+    from experiments.common.data import crops, embedded_images, load_folder
+
+    images = load_folder(cfg.images) if cfg.images else embedded_images()
+    clean = crops(images, cfg.size, cfg.batch, cfg.seed).to(torch.float64)
+    return section4.build(
+        cfg.task, cfg.prior, clean=clean, seed=cfg.seed, log_lambda=cfg.log_lambda
+    )
+
+
+def _given(p: section4.Section4Problem, K: int) -> dict[str, Any]:
+    """The constants ``verify`` is given at this K, and where each comes from."""
+    delta = p.delta(K)
+    if p.prior == "foe":
+        H = p.fb.hessian_bound
+        L_theta = L_x = None
+        if delta is not None:
+            c = p.fb.constants(p.theta, K, *p.fb.run_ball(p.theta, p.x0, K))
+            L_theta, L_x = c.lipschitz_theta, c.lipschitz_x
+    else:  # H = max θ₀⁻², exact for ½‖Dᵀθ₀⁻¹u − x̄‖²
+        H = 1.0 / p.fb.weights(p.theta).detach().min().item() ** 2
+        L_theta = L_x = None
+    return dict(delta=delta, hessian_bound=H, lipschitz_theta=L_theta, lipschitz_x=L_x)
+
+
+def _saved(path: Path) -> dict[str, Any] | None:
+    import json
+
+    if not path.exists():
+        return None
+    saved = json.loads(path.read_text())
+    names = {f.name for f in dataclasses.fields(VerdictConfig)}
+    return convert_fields(VerdictConfig, {k: v for k, v in saved.items() if k in names})
+
+
+def run_verdicts(cfg: VerdictConfig) -> int:
+    """Run :func:`bounds.verify` at every (K, T); print the verdicts; write CSV and figure."""
+    validate(cfg)
+    if cfg.threads > 0:
+        torch.set_num_threads(cfg.threads)
+    out = Path(cfg.out)
+    path = out / "verdicts.csv"
+    rows = pd.DataFrame()
+    if cfg.resume:
+        check_resume(
+            _saved(out / "config.json"),
+            cfg,
+            where=str(out),
+            resumable=RESUMABLE,
+            fix="give the settings of the first run, or choose another --out",
+        )
+        if path.exists():
+            rows = pd.read_csv(path)
+    elif path.exists() or (out / "config.json").exists():
+        raise InvalidInputError(
+            f"{out} holds a run: pass --resume to continue it, or choose another --out "
+            "(nothing is overwritten)."
+        )
+    out.mkdir(parents=True, exist_ok=True)
+    if not (out / "config.json").exists():
+        write_json_atomic(
+            {**dataclasses.asdict(cfg), "torch": torch.__version__}, out / "config.json"
+        )
+    p = _problem(cfg)
+    done = set() if rows.empty else set(zip(rows["K"], rows["T"], strict=True))
+    units = [(K, T) for K in cfg.ks for T in cfg.ts]
+    bar = progress(
+        len(units), initial=sum(u in done for u in units), desc="verify", enabled=not cfg.quiet
+    )
+    frames = [rows] if not rows.empty else []
+    try:
+        for K in cfg.ks:
+            if all((K, T) in done for T in cfg.ts):
+                continue
+            given = _given(p, K)
+            x_star = fixed_point(p.step, p.theta, p.x0, K).x  # as verify computes it
+            with reuse_jacobians():  # ∂_θΦ_K(x̂) once for every T of this K
+                for T in cfg.ts:
+                    if (K, T) in done:
+                        continue
+                    start = time.perf_counter()
+                    report = bounds.verify(
+                        p.step,
+                        p.theta,
+                        p.x0,
+                        p.loss,
+                        K=K,
+                        T=T,
+                        P=cfg.P,
+                        x_star=x_star,
+                        solve_tol=cfg.solve_tol,
+                        **given,
+                    )
+                    frame = report.to_frame()
+                    for i, (name, value) in enumerate(
+                        zip(
+                            KEY,
+                            (cfg.task, cfg.prior, cfg.size, cfg.batch, cfg.seed, K, T),
+                            strict=True,
+                        )
+                    ):
+                        frame.insert(i, name, value)
+                    frame["seconds"] = time.perf_counter() - start
+                    frames.append(frame)
+                    write_csv_atomic(pd.concat(frames, ignore_index=True), path)
+                    if bar is not None:
+                        bar.update(1)
+                    _print(frame, K, T)
+    finally:
+        if bar is not None:
+            bar.close()
+    result = pd.concat(frames, ignore_index=True)
+    figures = verdict_figure(result, out)
+    print(f"wrote {path}, {out / 'config.json'} and {', '.join(str(f) for f in figures)}")
+    return 0
+
+
+def _print(frame: pd.DataFrame, K: int, T: int) -> None:
+    table = frame[frame.kind != "constant"][["name", "observed", "bound", "holds", "reason"]]
+    table = table.astype({"holds": object}).fillna({"holds": "no verdict"})
+    print(f"\n== K={K} T={T} ({frame.seconds.iloc[0]:.0f} s)")
+    print(table.to_string(index=False, float_format=lambda v: f"{v:.4e}", max_colwidth=60))
+
+
+def _verdict(value: Any) -> bool | None:
+    """holds as read back from the CSV: True, False or None (empty)."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return None
+    if isinstance(value, str):
+        return {"True": True, "False": False}.get(value)
+    return bool(value)
+
+
+def verdict_figure(frame: pd.DataFrame, out: Path) -> list[Path]:
+    """bound/observed against T per statement, one panel per K (PDF and PNG)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = frame[frame.kind != "constant"].copy()
+    rows["ratio"] = pd.to_numeric(rows["bound"], errors="coerce") / pd.to_numeric(
+        rows["observed"], errors="coerce"
+    )
+    ks = sorted(rows.K.unique())
+    fig, axes = plt.subplots(1, len(ks), figsize=(5.5 * len(ks), 4.2), squeeze=False)
+    for ax, K in zip(axes[0], ks, strict=True):
+        sub = rows[rows.K == K]
+        for i, (name, group) in enumerate(sub.groupby("name", sort=False)):
+            color = f"C{i % 10}"
+            group = group.sort_values("T")
+            ax.plot(group["T"], group["ratio"], color=color, lw=1, label=name)
+            for _, r in group.iterrows():
+                verdict = _verdict(r["holds"])
+                marker = {True: "o", False: "x", None: "o"}[verdict]
+                face = color if verdict is True else "none"
+                ax.scatter(
+                    r["T"],
+                    r["ratio"],
+                    marker=marker,
+                    s=30,
+                    color=color,
+                    facecolors=face if verdict is not False else None,
+                )
+        ax.axhline(1.0, color="k", lw=0.8, ls="--")
+        ax.set_yscale("log")
+        ax.set_xlabel("T (restarts)")
+        ax.set_ylabel("bound / observed error")
+        ax.set_title(f"K = {K}")
+        ax.legend(fontsize=6, loc="best")
+    first = frame.iloc[0]
+    fig.suptitle(
+        f"{first['task']} / {first['prior']}, {first['size']}×{first['size']}, float64: "
+        "filled = holds (certified), × = violated, open = no verdict",
+        fontsize=9,
+    )
+    fig.tight_layout()
+    paths = save_figure(fig, out / "verdicts")
+    plt.close(fig)
+    return paths
