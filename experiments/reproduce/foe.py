@@ -117,7 +117,7 @@ FOE_PRESETS: dict[str, dict[str, Any]] = {
     "paper": dict(
         tasks=("denoise",),
         size=256,
-        train_pairs=10,
+        train_pairs=200,
         batch=1,
         epochs=1,
         test_images=1,
@@ -125,15 +125,16 @@ FOE_PRESETS: dict[str, dict[str, Any]] = {
         device="cpu",
         dtype="float32",
         threads=1,
-        checkpoint_every=5,
+        checkpoint_every=25,
         fixed_point_rtol=1e-4,
         solve_tol=1e-3,
         solve_maxiter=50,
     ),
 }
 """``quick``: 32×32, 6 steps per configuration, the three tasks (the default tests run it).
-``paper``: 256×256 crops, denoising, 10 steps of batch 1 per configuration, sized from the
-step times measured on the shared 2-core CPU (see ``docs/foe.md``); on a GPU pass ``--tasks
+``paper``: 256×256 crops, denoising, 200 steps of batch 1 per configuration: with the FFT step
+(about 1.3 s per ReTune (10, 10) gradient on one quiet core, 2026-12-03) the seven
+configurations take about an hour on 2 CPU cores (``docs/foe.md`` has the measured times); on a GPU pass ``--tasks
 denoise,inpaint,deblur --train-pairs 600 --batch 4 --device cuda``."""
 
 
