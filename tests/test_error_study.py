@@ -5,7 +5,9 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 import torch
@@ -537,3 +539,33 @@ def test_resume_of_a_run_with_the_old_time_and_memory_columns(tmp_path):
     added = final[(final.estimator == "neumann") & (final.P == 2)].iloc[0]
     assert added.peak_method == "cpu_allocator_profiled" and added.peak_mib > 0
     assert (out / "errors_denoise_wavelet-B.png").stat().st_size > 10_000
+
+
+def test_tightness_figure_draws_the_tightness_columns(tmp_path, monkeypatch):
+    """One tightness figure per (task, prior), drawn from metrics.csv alone: each line is a
+    ``tightness_*`` column, which is its bound column over ``rel_error``."""
+    import matplotlib.axes
+
+    from experiments.error_study.figures import error_study_figures
+
+    frame = pd.read_csv(Path(__file__).parents[1] / "docs/results/errors-quick/metrics.csv")
+    rows = frame[frame.estimator == "retune"].dropna(subset=["bound_theorem2_corrected"])
+    np.testing.assert_allclose(
+        rows.tightness_theorem2_corrected, rows.bound_theorem2_corrected / rows.rel_error
+    )
+    drawn = []
+    original = matplotlib.axes.Axes.plot
+
+    def plot(self, x, y, *args, **kwargs):
+        drawn.append((kwargs.get("label"), list(y)))
+        return original(self, x, y, *args, **kwargs)
+
+    monkeypatch.setattr(matplotlib.axes.Axes, "plot", plot)
+    paths = error_study_figures(frame[frame.prior == "wavelet-BC"], tmp_path)
+    assert (tmp_path / "tightness_denoise_wavelet-BC.png").stat().st_size > 10_000
+    assert tmp_path / "tightness_inpaint_wavelet-BC.pdf" in paths
+    sub = frame[(frame.task == "denoise") & (frame.prior == "wavelet-BC")]
+    k1 = sub[(sub.estimator == "retune") & (sub.K == 1)].sort_values("T")
+    assert ("Thm 2 corrected, K=1", list(k1.tightness_theorem2_corrected)) in [
+        (label, y) for label, y in drawn
+    ]

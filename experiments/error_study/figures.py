@@ -1,7 +1,9 @@
 """The error study's figures, drawn from ``metrics.csv`` (so a figure is redrawn without
 rerunning the study): one 2×3 figure per (task, prior), PDF and PNG. The a-posteriori
 certificate (column ``certificate``) is drawn dash-dot next to the a-priori bounds (dashed)
-for JFB (error vs K), ReTune per K (error vs T) and Neumann (error vs P). Time and memory are
+for JFB (error vs K), ReTune per K (error vs T) and Neumann (error vs P); a second figure per
+(task, prior) draws the tightness, bound / observed error (the ``tightness_*`` columns), of
+every bound and certificate on the same axes (1 = attained, below 1 = violated). Time and memory are
 ``seconds_median`` and ``peak_mib`` (:mod:`.cost`); a run written before those columns is
 drawn from its ``seconds`` and ``peak_bytes``, with its method in the title."""
 
@@ -153,4 +155,56 @@ def error_study_figures(frame: pd.DataFrame, out: Path) -> list[Path]:
         fig.tight_layout()
         paths += save_figure(fig, out / f"errors_{task}_{prior}")
         plt.close(fig)
+        paths += _tightness_figure(sub, out, f"{task}, {prior}", f"tightness_{task}_{prior}")
+    return paths
+
+
+TIGHTNESS = {
+    "jfb": (("lemma1", "--", "Lemma 1 (29)"), ("certificate", "-.", "certificate")),
+    "retune": (
+        ("theorem2_corrected", "--", "Thm 2 corrected"),
+        ("theorem2", ":", "Thm 2 as printed"),
+        ("certificate", "-.", "certificate"),
+    ),
+    "neumann": (("neumann", "--", "Neumann (22)"), ("certificate", "-.", "certificate")),
+}
+"""Per estimator, the ``tightness_<name>`` columns drawn, their line style and label."""
+
+
+def _tightness_figure(sub: pd.DataFrame, out: Path, title: str, name: str) -> list[Path]:
+    """bound / observed against K (JFB), T (ReTune, per K) and P (Neumann), log scale."""
+    import matplotlib.pyplot as plt
+
+    if not any(c.startswith("tightness_") and sub[c].notna().any() for c in sub):
+        return []
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4.5))
+    panels = (("jfb", "K", axes[0]), ("retune", "T", axes[1]), ("neumann", "P", axes[2]))
+    for estimator, x, ax in panels:
+        rows = sub[sub.estimator == estimator]
+        groups = rows.groupby("K") if estimator == "retune" else [(None, rows)]
+        for i, (K, g) in enumerate(groups):
+            g = g.sort_values(x)
+            color = plt.cm.viridis(i / max(1, rows.K.nunique() - 1)) if K else COLORS[estimator]
+            for column, style, label in TIGHTNESS[estimator]:
+                values = g.get(f"tightness_{column}")
+                if values is None or not values.notna().any():
+                    continue
+                suffix = f", K={K}" if K else ""
+                ax.plot(g[x], values, style, marker="o", ms=3, color=color, label=label + suffix)
+        ax.axhline(1.0, color="k", lw=0.8)
+        ax.set_yscale("log")
+        ax.set(xlabel=x, ylabel="bound / observed error", title=f"{estimator}: tightness vs {x}")
+        if estimator == "jfb":
+            ax.set_xscale("log")
+        ax.grid(True, which="both", alpha=0.3)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=7)
+    row = sub.iloc[0]
+    fig.suptitle(
+        f"{title}: {int(row['size'])}×{int(row['size'])}, {row['dtype']} — a bound is attained "
+        "at 1 and violated below it"
+    )
+    fig.tight_layout()
+    paths = save_figure(fig, out / name)
+    plt.close(fig)
     return paths
