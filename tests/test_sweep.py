@@ -446,3 +446,17 @@ def test_paper_scale_specs_cover_figs_1_to_3_and_the_256_error_study():
         assert p.config.models == ()  # every row of the figure
     (errors,) = expand(load_spec(str(ROOT / "examples" / "sweeps" / "paper-scale-errors.toml")))
     assert (errors.config.task, errors.config.size, errors.config.batch) == ("all", 256, 4)
+
+
+def test_pnp_cpu_spec_runs_figs_2_and_3_at_the_cpu_preset():
+    """examples/sweeps/paper-scale-pnp-cpu.toml: Figs. 2–3, every row, at the cpu preset."""
+    points = expand(load_spec(str(ROOT / "examples" / "sweeps" / "paper-scale-pnp-cpu.toml")))
+    assert sorted(p.config.figure for p in points) == ["fig2", "fig3"]
+    for p in points:
+        assert (p.config.preset, p.config.size, p.config.train_pairs, p.config.threads) == (
+            "cpu",
+            64,
+            200,
+            1,
+        )
+        assert p.config.denoiser_nc == (16, 32, 64, 128) and p.config.models == ()
