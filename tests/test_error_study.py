@@ -569,3 +569,24 @@ def test_tightness_figure_draws_the_tightness_columns(tmp_path, monkeypatch):
     assert ("Thm 2 corrected, K=1", list(k1.tightness_theorem2_corrected)) in [
         (label, y) for label, y in drawn
     ]
+
+
+def test_resume_with_a_lower_unrolled_cap_keeps_the_rows_and_skips_the_rest(tmp_path):
+    """unrolled_max_steps is resumable: it changes no row, only which unrolled rows are still
+    planned (a run that ran out of memory resumes with a lower cap)."""
+    out = tmp_path / "run"
+    cfg = ErrorStudyConfig(**{**SMALL, "unrolled_max_steps": 6}, out=str(out))
+    run_errors(cfg)
+    full = pd.read_csv(out / "metrics.csv")
+    assert set(full[full.estimator == "unrolled"].K) == {1, 3}  # K·T = 2 and 6
+    # as if interrupted before the 6-step unrolled row and the closing constants row
+    cut = full[
+        ~(((full.estimator == "unrolled") & (full.K == 3)) | (full.estimator == "constants"))
+    ]
+    cut.to_csv(out / "metrics.csv", index=False)
+    run_errors(dataclasses.replace(cfg, unrolled_max_steps=2, resume=True))
+    again = pd.read_csv(out / "metrics.csv")
+    pd.testing.assert_frame_equal(
+        again.iloc[: len(cut)].reset_index(drop=True), cut.reset_index(drop=True), check_dtype=False
+    )
+    assert list(again.iloc[len(cut) :].estimator) == ["constants"]  # nothing else computed

@@ -39,9 +39,12 @@ KEY = ("task", "prior", "size", "batch", "dtype", "seed", "estimator", "K", "T",
 """What identifies a row of ``metrics.csv``: the problem (task, prior, crop size, batch,
 dtype, seed of the crops and noise) and the estimator with its (K, T, P)."""
 
-RESUMABLE = ("resume", "threads", "quiet", "out", "timing_repeats")
+RESUMABLE = ("resume", "threads", "quiet", "out", "timing_repeats", "unrolled_max_steps")
 """Fields that may change when a run is resumed: they change no row (``out`` is where the
-run is, wherever it was first written; every row records its own ``timing_repeats``)."""
+run is, wherever it was first written; every row records its own ``timing_repeats``;
+``unrolled_max_steps`` only decides which unrolled rows are still to be computed, e.g. lower
+it to resume a run that ran out of memory: at 256×256 with a batch of 4 the unrolled graph
+takes 26 MB per step, and the profiled warm-up call of 250 steps reached 20.6 GB)."""
 
 
 def _counts(name: str, low: int) -> Any:
