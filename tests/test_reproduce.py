@@ -173,6 +173,33 @@ def test_figure_writer_makes_pdf_and_png(tmp_path):
     assert not list(tmp_path.glob(".*.tmp"))
 
 
+def test_figure_keeps_diverged_steps_off_scale(tmp_path, monkeypatch):
+    """A step at -165 dB (fig. 2, cpu preset, pnp-weights (10, 10)) used to stretch its panel
+    down to -170 dB: the axis now stops at 0 dB and the steps below are counted."""
+    import matplotlib.axes
+
+    rows = [
+        {"model": "pnp-weights", "K": K, "T": T, "step": s, "psnr": 15.0 + 0.01 * s}
+        for K, T in [(1, 10), (10, 10)]
+        for s in range(1, 41)
+    ]
+    rows[41]["psnr"], rows[44]["psnr"] = -29.5, -164.9  # (10, 10), steps 2 and 5
+    limits: list[tuple[float, float]] = []
+    labels: list[str] = []
+    real = matplotlib.axes.Axes.legend
+
+    def record(self, *args, **kwargs):
+        limits.append(self.get_ylim())
+        labels.extend(self.get_legend_handles_labels()[1])
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(matplotlib.axes.Axes, "legend", record)
+    reproduce_figure(pd.DataFrame(rows), None, tmp_path / "fig")
+    ((bottom, top),) = limits
+    assert bottom == 0.0 and top > 15.4
+    assert labels == ["K=1, T=10", "K=10, T=10 (2 steps < 0 dB: ▼)"]
+
+
 def test_figure_labels_are_the_psnr_of_summary_csv(fig1_run, monkeypatch):
     """The figure used to label its images with the PSNR of the [0, 1]-clipped images, so that
     its numbers disagreed with summary.csv (by 0.1 dB and more here); now both are the one

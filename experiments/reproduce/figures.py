@@ -2,7 +2,10 @@
 
 Top row, one panel per model: train PSNR per gradient step ℓ for each (K, T), the exact
 values as dots and a trailing 25-step moving average as a line (the paper's "local averages
-over 25 steps"). Bottom row: ground truth, observation and each model's estimate at
+over 25 steps"). A step whose PSNR is below 0 dB (the iteration diverged: an error larger than
+the data range) would squash the panel: the axis stops at 0 dB, such steps are drawn as
+triangles on that edge and counted in the legend, and the moving average keeps their values.
+Bottom row: ground truth, observation and each model's estimate at
 K = T = 10 on a test image, with their PSNR: the unclipped PSNR that ``summary.csv`` reports
 too (:func:`experiments.common.metrics.psnr`), stored in ``reconstructions.npz`` beside the
 images, which are clipped to [0, 1] for display.
@@ -15,6 +18,7 @@ images, which are clipped to [0, 1] for display.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -38,6 +42,8 @@ COLORS = {
 with 10 steps of φ (green: with restarts)."""
 
 LETTERS = "abcdefgh"
+OFF_SCALE_DB = 0.0
+"""The lower edge of a PSNR panel when a step falls below it (a diverged iteration)."""
 
 
 def _label_psnr(recon: Mapping[str, Any], key: str, truth: np.ndarray) -> float:
@@ -114,18 +120,33 @@ def reproduce_figure(
     for i, model in enumerate(models):
         ax = fig.add_subplot(top[0, i])
         sub = metrics[metrics.model == model]
+        off_scale = bool((sub.psnr < OFF_SCALE_DB).any())
         for (K, T), g in sorted(sub.groupby(["K", "T"]), key=lambda kv: kv[0]):
             g = g.sort_values("step")
             color = COLORS.get((int(K), int(T)))
-            ax.plot(g.step, g.psnr, ".", ms=3, alpha=0.35, color=color)
+            label = f"K={int(K)}, T={int(T)}"
+            below = g.psnr < OFF_SCALE_DB
+            if below.any():
+                label += f" ({int(below.sum())} steps < {OFF_SCALE_DB:g} dB: ▼)"
+                ax.plot(
+                    g.step[below],
+                    np.full(int(below.sum()), OFF_SCALE_DB),
+                    "v",
+                    ms=6,
+                    color=color,
+                    clip_on=False,
+                )
+            ax.plot(g.step[~below], g.psnr[~below], ".", ms=3, alpha=0.35, color=color)
             ax.plot(
                 g.step,
                 moving_average(g.psnr.reset_index(drop=True), window),  # partial windows first
                 "-",
                 lw=1.8,
                 color=color,
-                label=f"K={int(K)}, T={int(T)}",
+                label=label,
             )
+        if off_scale:
+            ax.set_ylim(bottom=OFF_SCALE_DB)
         description = labels.get(model, model) if labels else model
         ax.set_title(f"({LETTERS[i]}) {model}\n{description}", fontsize=10)
         ax.set_xlabel("gradient step ℓ")
@@ -159,10 +180,15 @@ def redraw(folder: str | Path, figure: str | None = None) -> list[Path]:
     present = set(metrics.model)
     rows = FIGURES[figure].models if figure in FIGURES else tuple(dict.fromkeys(metrics.model))
     models = tuple(m for m in rows if m in present)  # a run of some rows (--models)
+    title = FIGURES[figure].title if figure in FIGURES else ""
+    config = folder / "config.json"
+    if title and config.exists():  # the title the run gave it
+        estimator = json.loads(config.read_text()).get("estimator", "retune")
+        title += f" — {figure}/{folder.name}, {estimator}"
     return reproduce_figure(
         metrics,
         recon,
         folder / figure,
-        title=FIGURES[figure].title if figure in FIGURES else "",
+        title=title,
         labels={m: MODELS.get(m, m) for m in models},
     )
