@@ -134,8 +134,8 @@ FOE_PRESETS: dict[str, dict[str, Any]] = {
 """``quick``: 32×32, 6 steps per configuration, the three tasks (the default tests run it).
 ``paper``: 256×256 crops, denoising, 200 steps of batch 1 per configuration, the FFT step. On
 the shared 2-core CPU (2026-12-03, load 2–5, one thread) ReTune (10, 10) took 20 min, JFB 29,
-deq_solve 60 and unrolled (10, 10) over an hour: the seven configurations are a 3–4 hour job
-there (``docs/results/foe-paper/RUN.md``). On a GPU pass ``--tasks denoise,inpaint,deblur
+deq_solve 60 and unrolled (10, 10) 44: the seven configurations 2.7 hours of training there
+(``docs/results/foe-paper/RUN.md``). On a GPU pass ``--tasks denoise,inpaint,deblur
 --train-pairs 600 --batch 4 --device cuda``."""
 
 
