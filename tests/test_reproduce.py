@@ -439,6 +439,16 @@ def test_fig2_three_models_end_to_end(tmp_path, capsys):
     assert (folder / "fig2.png").exists() and (folder / "fig2.pdf").exists()
     recon = np.load(folder / "reconstructions.npz")
     assert {f"estimate_{m}" for m in FIGURES["fig2"].models} <= set(recon.files)
+    # crosscheck evaluates the FB-PnP θ too (with the run's DRUNet, at the (σ, τ) of (b)): its
+    # diagonal is the run's test PSNR; no fixed point for FB-PnP
+    from experiments.reproduce.crosscheck import crosscheck
+
+    frame = crosscheck(folder)
+    for r in pd.read_csv(folder / "summary.csv").itertuples():
+        own = frame[(frame.model == r.model) & (frame.K == r.K) & (frame["T"] == r.T)]
+        at = own.set_index("evaluated_at").test_psnr
+        assert at[f"K={r.K},T={r.T}"] == pytest.approx(r.test_psnr, abs=1e-4), r  # float32
+        assert ("fixed point" in at) is (r.model == "wavelet-BC")
     # a second figure reuses the trained denoiser without retraining it
     assert rp.run_reproduce(dataclasses.replace(cfg, name="again", configs="1,1", epochs=1)) == 0
     assert "training the suite's DRUNet first" not in capsys.readouterr().out

@@ -8,11 +8,13 @@ final θ of every configuration of a finished ``reproduce`` run on the run's own
 - each (K, T) of the run (the diagonal is the run's own ``test_psnr``, recomputed: checked
   against ``summary.csv``), and
 - the fixed point x̂_θ of φ (:func:`operators.fixed_point`, tolerance ``default_rtol``), the
-  estimate the bilevel problem (2) is about,
+  estimate the bilevel problem (2) is about (wavelet models only: FB-PnP with a DRUNet has no
+  guaranteed fixed point, so its θ are evaluated at the grid of (K, T) alone),
 
 and writes ``crosscheck.csv`` into the run folder::
 
     python -m experiments.reproduce.crosscheck runs/fig1/paper
+    python -m experiments.reproduce.crosscheck runs/fig2/cpu --denoiser drunet.pt
 
 Columns: ``model``, ``K``, ``T`` (the configuration θ was trained at), ``evaluated_at``
 (``K=…,T=…`` or ``fixed point``), ``test_psnr`` (dB, mean over the test crops), ``blocks``
@@ -34,13 +36,14 @@ import torch
 from operators import fixed_point, restart
 from operators.errors import InvalidInputError
 from operators.iteration import default_rtol
+from operators.pnp import load_drunet
 from operators.theta import like
 
 from ..common.data import crops
 from ..common.io import write_csv_atomic
 from ..common.metrics import psnr
 from ..common.options import convert_fields
-from .presets import ReproduceConfig, parse_configs, selected_models
+from .presets import ReproduceConfig, denoiser_folder, parse_configs, selected_models
 from .train import FIGURES, Problem, Unit, initial_theta, load_checkpoint, make_data
 
 __all__ = ["crosscheck", "main"]
@@ -55,10 +58,13 @@ def _config(folder: Path) -> ReproduceConfig:
     return ReproduceConfig(**convert_fields(ReproduceConfig, values, strict=False))
 
 
-def crosscheck(folder: str | Path, *, batch: int | None = None) -> pd.DataFrame:
+def crosscheck(
+    folder: str | Path, *, batch: int | None = None, denoiser: str | Path | None = None
+) -> pd.DataFrame:
     """Evaluate every learned θ of the run in ``folder`` at each (K, T) and at x̂; see above.
 
-    FB-PnP rows are skipped (their fixed point is not guaranteed). Runs on the CPU in the
+    FB-PnP rows need the run's DRUNet: ``denoiser``, else the run's ``--denoiser``, else the
+    suite's DRUNet that the run trained (``<out>/denoiser/<preset>``). Runs on the CPU in the
     run's dtype.
     """
     from .command import _split
@@ -75,17 +81,18 @@ def crosscheck(folder: str | Path, *, batch: int | None = None) -> pd.DataFrame:
     data = make_data(task, test_clean, test_clean, cfg.seed, device, dtype, cfg.noise)
     pairs = parse_configs(cfg.configs)
     batch = batch or cfg.batch
+    models = selected_models(cfg)
+    net = None
+    if any(m.startswith("pnp") for m in models):
+        net = load_drunet(_denoiser_path(cfg, denoiser), device=device, dtype=dtype)
     rows = []
-    for model in selected_models(cfg):
-        if model.startswith("pnp"):
-            continue
-        problem = Problem(model, task, data.forward, start=cfg.start)
+    for model in models:
         theta0 = initial_theta(
             model,
             log_lambda=cfg.log_lambda,
             pnp_sigma=cfg.pnp_sigma,
             pnp_tau=cfg.pnp_tau,
-            denoiser=None,
+            denoiser=net,
             device=device,
             dtype=dtype,
         )
@@ -95,14 +102,33 @@ def crosscheck(folder: str | Path, *, batch: int | None = None) -> pd.DataFrame:
                 raise InvalidInputError(f"{path} is missing: the run is not finished.")
             ckpt = load_checkpoint(path)
             theta = like(theta0, tuple(t.to(device=device, dtype=dtype) for t in ckpt["theta"]))
+            problem = Problem(model, task, data.forward, net, start=cfg.start)
+            if model == "pnp-weights":  # at the (σ, τ) it was trained with
+                problem.sigma, problem.tau = ckpt["problem"]["sigma"], ckpt["problem"]["tau"]
             for K_e, T_e in pairs:
                 value, _ = _psnr_at(problem, theta, data, batch, K_e, T_e)
                 rows.append(_row(model, K, T, f"K={K_e},T={T_e}", value, math.nan))
-            value, blocks = _psnr_at(problem, theta, data, batch, 1, None)
-            rows.append(_row(model, K, T, "fixed point", value, blocks))
+            if not model.startswith("pnp"):
+                value, blocks = _psnr_at(problem, theta, data, batch, 1, None)
+                rows.append(_row(model, K, T, "fixed point", value, blocks))
     frame = pd.DataFrame(rows)
     write_csv_atomic(frame, folder / "crosscheck.csv")
     return frame
+
+
+def _denoiser_path(cfg: ReproduceConfig, denoiser: str | Path | None) -> Path:
+    """The DRUNet the run's FB-PnP rows used."""
+    from .denoiser import CHECKPOINT_NAME
+
+    given = denoiser if denoiser is not None else cfg.denoiser
+    path = (
+        Path(given) if given is not None else denoiser_folder(cfg.out, cfg.preset) / CHECKPOINT_NAME
+    )
+    if not path.is_file():
+        raise InvalidInputError(
+            f"the run's DRUNet {path} is missing: pass the one it used with --denoiser PATH."
+        )
+    return path
 
 
 def _row(model: str, K: int, T: int, at: str, value: float, blocks: float) -> dict:
@@ -139,9 +165,10 @@ def main(argv: list[str] | None = None) -> int:
         prog="python -m experiments.reproduce.crosscheck", description=__doc__.split("\n")[0]
     )
     parser.add_argument("folder", help="a finished run folder of retune-suite reproduce")
+    parser.add_argument("--denoiser", help="the DRUNet of the run's FB-PnP rows (default: its own)")
     args = parser.parse_args(argv)
     try:
-        frame = crosscheck(args.folder)
+        frame = crosscheck(args.folder, denoiser=args.denoiser)
     except InvalidInputError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
