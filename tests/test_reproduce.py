@@ -377,6 +377,29 @@ def test_crosscheck_diagonal_is_the_runs_test_psnr(fig1_run):
     assert (fig1_run / "crosscheck.csv").is_file()
 
 
+def test_crosscheck_records_a_diverged_evaluation(fig1_run, tmp_path, monkeypatch):
+    """An iteration that blows up at some (K, T) (an FB-PnP θ of fig. 2 at the cpu preset did)
+    is a row with diverged = True and NaN PSNR, not the end of the cross-check."""
+    import shutil
+
+    from experiments.reproduce import crosscheck as cc
+    from operators.errors import NotContractiveError
+
+    real = cc.restart
+
+    def restart(step, theta, x0, K, T):
+        if (K, T) == (10, 10):
+            raise NotContractiveError("the restarted iteration produced NaN/inf")
+        return real(step, theta, x0, K, T)
+
+    monkeypatch.setattr(cc, "restart", restart)
+    run = shutil.copytree(fig1_run, tmp_path / "run")  # the module's run keeps its csv
+    frame = cc.crosscheck(run)
+    bad = frame.evaluated_at == "K=10,T=10"
+    assert bad.sum() == 4 and frame.diverged[bad].all() and frame.test_psnr[bad].isna().all()
+    assert not frame.diverged[~bad].any() and np.isfinite(frame.test_psnr[~bad]).all()
+
+
 def test_start_observation_is_u0_Dy():
     from experiments.reproduce.train import Problem, make_data
 

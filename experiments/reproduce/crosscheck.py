@@ -17,8 +17,10 @@ and writes ``crosscheck.csv`` into the run folder::
     python -m experiments.reproduce.crosscheck runs/fig2/cpu --denoiser drunet.pt
 
 Columns: ``model``, ``K``, ``T`` (the configuration θ was trained at), ``evaluated_at``
-(``K=…,T=…`` or ``fixed point``), ``test_psnr`` (dB, mean over the test crops), ``blocks``
-(Φ_K blocks of the fixed-point solve; NaN otherwise).
+(``K=…,T=…`` or ``fixed point``), ``test_psnr`` (dB, mean over the test crops; NaN when the
+iteration diverged), ``diverged`` (the iterates became NaN/inf: an FB-PnP θ run for more steps
+than it was trained with need not stay bounded), ``blocks`` (Φ_K blocks of the fixed-point
+solve; NaN otherwise).
 """
 
 from __future__ import annotations
@@ -34,7 +36,7 @@ import pandas as pd
 import torch
 
 from operators import fixed_point, restart
-from operators.errors import InvalidInputError
+from operators.errors import InvalidInputError, NotContractiveError
 from operators.iteration import default_rtol
 from operators.pnp import load_drunet
 from operators.theta import like
@@ -106,7 +108,11 @@ def crosscheck(
             if model == "pnp-weights":  # at the (σ, τ) it was trained with
                 problem.sigma, problem.tau = ckpt["problem"]["sigma"], ckpt["problem"]["tau"]
             for K_e, T_e in pairs:
-                value, _ = _psnr_at(problem, theta, data, batch, K_e, T_e)
+                try:
+                    value, _ = _psnr_at(problem, theta, data, batch, K_e, T_e)
+                except NotContractiveError:  # a finding, not a failure of the cross-check
+                    rows.append(_row(model, K, T, f"K={K_e},T={T_e}", math.nan, math.nan, True))
+                    continue
                 rows.append(_row(model, K, T, f"K={K_e},T={T_e}", value, math.nan))
             if not model.startswith("pnp"):
                 value, blocks = _psnr_at(problem, theta, data, batch, 1, None)
@@ -131,13 +137,16 @@ def _denoiser_path(cfg: ReproduceConfig, denoiser: str | Path | None) -> Path:
     return path
 
 
-def _row(model: str, K: int, T: int, at: str, value: float, blocks: float) -> dict:
+def _row(
+    model: str, K: int, T: int, at: str, value: float, blocks: float, diverged: bool = False
+) -> dict:
     return {
         "model": model,
         "K": K,
         "T": T,
         "evaluated_at": at,
         "test_psnr": value,
+        "diverged": diverged,
         "blocks": blocks,
     }
 
