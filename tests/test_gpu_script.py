@@ -16,6 +16,7 @@ import torch
 from benchmarks.gpu import parts
 from benchmarks.gpu.modes import MODES
 from benchmarks.gpu.run import main, run_parts
+from experiments.error_study.cost import CPU_METHOD
 from operators.errors import InvalidInputError
 
 
@@ -57,7 +58,7 @@ def test_estimator_figures_are_those_of_the_graphs(tiny_run):
     frame = pd.read_csv(out / "estimators" / "estimators.csv")
     assert set(frame.estimator) == {"retune", "unrolled", "jfb", "deq_solve"}
     assert (frame.peak_mib > 0).all() and (frame.seconds_median > 0).all()
-    assert set(frame.peak_method) == {"cpu_allocator_profiled"}
+    assert set(frame.peak_method) == {CPU_METHOD}
     peak = frame.set_index("estimator").peak_mib
     assert peak["unrolled"] > peak["retune"]
 
