@@ -423,6 +423,10 @@ def test_reproduce_foe_quick(tmp_path):
     assert len(summary) == len(cfg.tasks) * len(plan) and summary.test_psnr.notna().all()
     claims = pd.read_csv(folder / "claims.csv")
     assert {"best final train PSNR", "restart helps: (10,10) > (10,1)"} <= set(claims.claim)
+    pairwise = claims[claims.claim.str.contains(">")]  # the paired comparisons have a noise
+    assert pairwise.noise_db.notna().all() and (pairwise.noise_db > 0).all()
+    assert (pairwise.resolved == (pairwise.difference_db.abs() > pairwise.noise_db)).all()
+    assert claims[claims.claim == "best final train PSNR"].resolved.isna().all()
     for suffix in ("pdf", "png"):
         assert (folder / f"foe.{suffix}").stat().st_size > 0
     assert main(args) == 2  # refused: the folder holds a run (nothing overwritten)

@@ -8,6 +8,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import re
 from pathlib import Path
 
 import numpy as np
@@ -660,3 +661,82 @@ def test_cpu_preset_is_the_documented_pnp_setting():
     count = lambda net: sum(p.numel() for p in net.parameters())  # noqa: E731
     assert (count(narrow), count(full)) == (575_472, 32_640_960)
     rp.validate(dataclasses.replace(rp.ReproduceConfig(figure="fig3"), preset="cpu", **cpu))
+
+
+def _claims_metrics(psnr: dict[tuple[str, int, int], np.ndarray]) -> pd.DataFrame:
+    """metrics.csv rows of a synthetic run: one PSNR per step per configuration."""
+    return pd.DataFrame(
+        [
+            {
+                "model": m,
+                "K": K,
+                "T": T,
+                "step": s + 1,
+                "psnr": v,
+                "loss": 0.0,
+                "seconds": 1.0,
+                "theta": "",
+            }
+            for (m, K, T), values in psnr.items()
+            for s, v in enumerate(values)
+        ]
+    )
+
+
+def test_claims_tell_a_tie_from_a_difference():
+    """Configurations trained on the same batches share the image-to-image scatter (±1 dB)
+    and differ by 0.08 dB of training noise per step: 0.02 dB apart is a tie, reported as
+    such; 0.5 dB apart is resolved although the unpaired scatter (0.57 dB) is larger."""
+    from experiments.reproduce.claims import (
+        check_claims,
+        claims_paragraph,
+        difference_and_noise,
+        summarise,
+    )
+
+    rng = np.random.default_rng(0)
+    images = rng.choice([-1.0, 1.0], size=25)  # the batch of each step, shared by all
+    jitter = rng.normal(0.0, 0.08, size=(3, 25))  # what training adds per step
+    jitter -= jitter.mean(axis=1, keepdims=True)  # the window means are 20, 19.98, 20.5
+    psnr = {
+        ("wavelet-B", 1, 1): 20.0 + images + jitter[0],
+        ("wavelet-B", 10, 10): 19.98 + images + jitter[1],
+        ("wavelet-BC", 10, 10): 20.5 + images + jitter[2],
+        ("wavelet-BC", 1, 1): 18.0 + images,
+    }
+    metrics = _claims_metrics(psnr)
+    summary = summarise(metrics, pd.DataFrame())
+    claims = check_claims("fig1", metrics, summary).set_index(["model", "claim"])
+    tie = claims.loc[("wavelet-B", "K=T=10 reaches the highest final train PSNR")]
+    assert not tie.holds and tie.resolved is False
+    assert tie.difference_db == pytest.approx(-0.02) and 0.02 < tie.noise_db < 0.1
+    gap = claims.loc[("wavelet-BC", "θ_BC beats θ_B at K=T=10")]
+    assert gap.holds and gap.resolved is True and gap.noise_db < 0.1
+    faster = claims.loc[("wavelet-B", "K=T=10 gets there in fewer steps")]
+    assert faster.resolved is None and np.isnan(faster.noise_db)
+    text = claims_paragraph("fig1", claims.reset_index(), "fig1")
+    tie_text = r"wavelet-B: K=T=10 reaches the highest final train PSNR: NO \(.*?\) — "
+    assert re.search(tie_text + r"within noise: -0\.02 ± 0\.0\d dB, a tie;", text)
+    assert "within noise" not in text.split("θ_BC beats θ_B at K=T=10: ")[1]
+    # unpaired (different steps): the image scatter counts, 2·√(2·1²/25) = 0.57 dB
+    a = pd.Series(psnr[("wavelet-BC", 10, 10)], index=range(25))
+    b = pd.Series(psnr[("wavelet-B", 10, 10)], index=range(100, 125))
+    difference, noise = difference_and_noise(a, b)
+    assert difference == pytest.approx(0.52, abs=0.01) and noise == pytest.approx(0.57, abs=0.02)
+
+
+def test_claims_csv_has_the_noise_columns(fig1_run):
+    claims = pd.read_csv(fig1_run / "claims.csv")
+    assert list(claims.columns) == [
+        "figure",
+        "model",
+        "claim",
+        "holds",
+        "measured",
+        "difference_db",
+        "noise_db",
+        "resolved",
+    ]
+    compared = claims[claims.claim != "K=T=10 gets there in fewer steps"]
+    assert compared.noise_db.notna().all() and (compared.noise_db > 0).all()
+    assert (compared.resolved == (compared.difference_db.abs() > compared.noise_db)).all()

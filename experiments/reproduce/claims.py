@@ -2,7 +2,9 @@
 
 :func:`summarise` reduces ``metrics.csv`` to one row per (model, K, T) (``summary.csv``),
 :func:`check_claims` states section 4's claims and whether the run bears them out
-(``claims.csv``), :func:`claims_paragraph` prints them.
+(``claims.csv``), :func:`claims_paragraph` prints them. A claim that compares two final train
+PSNRs carries their difference and its noise (:func:`difference_and_noise`); ``resolved`` says
+whether the difference is larger than the noise, so a 0.02 dB "NO" reads as the tie it is.
 """
 
 from __future__ import annotations
@@ -13,10 +15,54 @@ import pandas as pd
 
 from ..common.metrics import moving_average
 
-__all__ = ["WINDOW", "check_claims", "claims_paragraph", "summarise"]
+__all__ = [
+    "CLAIM_COLUMNS",
+    "NO_DIFFERENCE",
+    "WINDOW",
+    "check_claims",
+    "claims_paragraph",
+    "difference_and_noise",
+    "noise_columns",
+    "summarise",
+    "verdict",
+]
 
 WINDOW = 25
 """Moving-average window of the figures and of the final train PSNR (section 4, Fig. 1)."""
+CLAIM_COLUMNS = ["claim", "holds", "measured", "difference_db", "noise_db", "resolved"]
+"""The columns of ``claims.csv`` after the figure (or task) and model columns."""
+
+
+def difference_and_noise(a: pd.Series, b: pd.Series) -> tuple[float, float]:
+    """mean(a) − mean(b) of two windows of per-step train PSNR (indexed by step), and its
+    noise: twice the standard error of that difference (about a 95 % interval).
+
+    When both windows cover the same steps the comparison is paired: every configuration of
+    a run trains on the same batch at a given step (:func:`~.train.batch_indices` depends on
+    the seed and the step only), so the per-step differences d = a − b drop the image-to-
+    image scatter, and the noise is 2·s_d/√n. Otherwise it is 2·√(s_a²/n_a + s_b²/n_b).
+    The steps are taken as independent; a trend inside the window adds to s, so the noise
+    errs on the wide side. NaN with fewer than two steps.
+    """
+    a, b = a.astype(float), b.astype(float)
+    difference = float(a.mean() - b.mean())
+    if len(a) < 2 or len(b) < 2:
+        return difference, float("nan")
+    if a.index.equals(b.index):
+        d = a - b
+        return difference, float(2.0 * d.std(ddof=1) / len(d) ** 0.5)
+    return difference, float(2.0 * (a.var(ddof=1) / len(a) + b.var(ddof=1) / len(b)) ** 0.5)
+
+
+def noise_columns(difference: float, noise: float) -> dict[str, Any]:
+    r"""The columns ``difference_db``, ``noise_db``, ``resolved`` of a claim on two final
+    train PSNRs (``resolved``: \|difference\| > noise; None without a noise)."""
+    resolved = bool(abs(difference) > noise) if noise == noise else None
+    return {"difference_db": difference, "noise_db": noise, "resolved": resolved}
+
+
+NO_DIFFERENCE = {"difference_db": float("nan"), "noise_db": float("nan"), "resolved": None}
+"""The noise columns of a claim that does not compare two PSNRs."""
 
 
 def summarise(metrics: pd.DataFrame, tests: pd.DataFrame, window: int = WINDOW) -> pd.DataFrame:
@@ -41,6 +87,12 @@ def summarise(metrics: pd.DataFrame, tests: pd.DataFrame, window: int = WINDOW) 
     if not tests.empty:
         summary = summary.merge(tests, on=["model", "K", "T"], how="left")
     return summary
+
+
+def _window(g: pd.DataFrame, window: int) -> pd.Series:
+    """The per-step train PSNR behind a final train PSNR: the last ``window`` steps, indexed
+    by step."""
+    return g.sort_values("step").set_index("step").psnr.tail(window)
 
 
 def _first_step_at(g: pd.DataFrame, level: float, window: int) -> int | None:
@@ -68,6 +120,9 @@ def check_claims(
     fig1: θ_BC beats θ_B at K = T = 10 (final train PSNR; the test PSNR is reported beside).
     fig2, fig3: learning the denoiser (c) beats the fixed denoiser (b), and (b) beats the
     wavelet prior (a), at K = T = 10 (same measures).
+
+    The claims on two final train PSNRs carry ``difference_db``, ``noise_db`` and
+    ``resolved`` (:func:`difference_and_noise`); *faster* has none (NaN, empty).
     """
     rows: list[dict[str, Any]] = []
     final = {(r.model, r.K, r.T): r for r in summary.itertuples()}
@@ -83,6 +138,9 @@ def check_claims(
         best_other = max(others, key=lambda k: final[k].final_train_psnr)
         level = final[best_other].final_train_psnr
         mine = final[key].final_train_psnr
+        g = metrics[metrics.model == model]
+        at = {k: g[(g.K == k[1]) & (g["T"] == k[2])] for k in (key, best_other)}
+        gap = difference_and_noise(_window(at[key], window), _window(at[best_other], window))
         rows.append(
             {
                 "figure": figure,
@@ -93,10 +151,9 @@ def check_claims(
                     f"K=T=10 {mine:.2f} dB; best other (K={best_other[1]}, T={best_other[2]}) "
                     f"{level:.2f} dB"
                 ),
+                **noise_columns(*gap),
             }
         )
-        g = metrics[metrics.model == model]
-        at = {k: g[(g.K == k[1]) & (g["T"] == k[2])] for k in (key, best_other)}
         s_mine = _first_step_at(at[key], level, window)
         s_other = _first_step_at(at[best_other], level, window)
         rows.append(
@@ -110,6 +167,7 @@ def check_claims(
                     f"{s_mine if s_mine is not None else 'never'}, (K={best_other[1]}, "
                     f"T={best_other[2]}) at step {s_other if s_other is not None else 'never'}"
                 ),
+                **NO_DIFFERENCE,
             }
         )
 
@@ -118,6 +176,12 @@ def check_claims(
         if a not in final or b not in final:
             return
         ta, tb = final[a].final_train_psnr, final[b].final_train_psnr
+        wa, wb = (
+            _window(
+                metrics[(metrics.model == m) & (metrics.K == 10) & (metrics["T"] == 10)], window
+            )
+            for m in (better, worse)
+        )
         rows.append(
             {
                 "figure": figure,
@@ -128,6 +192,7 @@ def check_claims(
                     f"final train {ta:.2f} vs {tb:.2f} dB; test {test_of(a):.2f} vs "
                     f"{test_of(b):.2f} dB"
                 ),
+                **noise_columns(*difference_and_noise(wa, wb)),
             }
         )
 
@@ -136,15 +201,22 @@ def check_claims(
     else:
         compare("pnp-weights", "pnp-sigma-tau", "learning the denoiser beats the fixed one")
         compare("pnp-sigma-tau", "wavelet-BC", "FB-PnP (σ, τ) beats the wavelet prior")
-    return pd.DataFrame(rows, columns=["figure", "model", "claim", "holds", "measured"])
+    return pd.DataFrame(rows, columns=["figure", "model", *CLAIM_COLUMNS])
 
 
 def claims_paragraph(figure: str, claims: pd.DataFrame, header: str) -> str:
     """The claims as one printed paragraph."""
     if claims.empty:
         return f"{header}: no claim checkable (the run needs K=T=10 and another (K, T))."
-    parts = [
-        f"{r.model}: {r.claim}: {'yes' if r.holds else 'NO'} ({r.measured})"
-        for r in claims.itertuples()
-    ]
+    parts = [f"{r.model}: {r.claim}: {verdict(r)}" for r in claims.itertuples()]
     return f"{header}. " + "; ".join(parts) + "."
+
+
+def verdict(claim: Any) -> str:
+    """One claim row as printed: yes / NO, what was measured, and "within noise" when the
+    difference it rests on is not larger than its noise."""
+    text = f"{'yes' if claim.holds else 'NO'} ({claim.measured})"
+    resolved = getattr(claim, "resolved", None)
+    if resolved is False or resolved == "False":
+        text += f" — within noise: {claim.difference_db:+.2f} ± {claim.noise_db:.2f} dB, a tie"
+    return text

@@ -37,7 +37,14 @@ from ..common.io import save_figure, write_csv_atomic, write_json_atomic
 from ..common.metrics import moving_average
 from ..common.options import TypedFields, convert_fields, parse_list
 from ..common.resume import check_resume
-from .claims import WINDOW
+from .claims import (
+    CLAIM_COLUMNS,
+    NO_DIFFERENCE,
+    WINDOW,
+    difference_and_noise,
+    noise_columns,
+    verdict,
+)
 from .presets import parse_configs
 
 __all__ = ["FOE_PRESETS", "FoeConfig", "check_foe_claims", "redraw_foe", "run_foe", "units"]
@@ -336,7 +343,7 @@ def _run(
     cols = ["task", "estimator", "K", "T", "final_train_psnr", "test_psnr", "train_seconds"]
     print("\n" + summary[cols].to_string(index=False, float_format=lambda v: f"{v:.2f}"))
     for r in claims.itertuples():
-        print(f"   {r.task}: {r.claim}: {'yes' if r.holds else 'NO'} ({r.measured})")
+        print(f"   {r.task}: {r.claim}: {verdict(r)}")
     print(
         f"\nwrote {folder}/: config.json, metrics.csv, summary.csv, claims.csv, "
         f"{', '.join(p.name for p in paths)} in {time.perf_counter() - started:.1f} s"
@@ -423,6 +430,7 @@ def check_foe_claims(metrics: pd.DataFrame, summary: pd.DataFrame) -> pd.DataFra
                 "task": task,
                 "claim": "best final train PSNR",
                 "holds": True,
+                **NO_DIFFERENCE,
                 "measured": f"{_label(best.estimator, best.K, best['T'])}: "
                 f"{best.final_train_psnr:.2f} dB; "
                 + ", ".join(
@@ -447,17 +455,22 @@ def check_foe_claims(metrics: pd.DataFrame, summary: pd.DataFrame) -> pd.DataFra
                     "task": task,
                     "claim": f"best at equal cost ({budget:.1f} s of training)",
                     "holds": True,
+                    **NO_DIFFERENCE,
+                    **NO_DIFFERENCE,
                     "measured": f"{_label(*k)}: {finite[k]:.2f} dB; "
                     + ", ".join(f"{_label(*kk)} {v:.2f}" for kk, v in finite.items()),
                 }
             )
         # over the steps every configuration ran (an interrupted run has fewer for some)
         common = int(m.groupby(["estimator", "K", "T"]).step.max().min())
-        final = {
-            key: float(g[g.step <= common].sort_values("step").psnr.tail(WINDOW).mean())
-            for key, g in m.groupby(["estimator", "K", "T"])
+        windows = {
+            (e, int(K), int(T)): g[g.step <= common]
+            .sort_values("step")
+            .set_index("step")
+            .psnr.tail(WINDOW)
+            for (e, K, T), g in m.groupby(["estimator", "K", "T"])
         }
-        final = {(e, int(K), int(T)): v for (e, K, T), v in final.items()}
+        final = {key: float(w.mean()) for key, w in windows.items()}
         for a, b, claim in (
             (("retune", 1, 10), ("retune", 10, 1), "restart helps at equal steps: (1,10) > (10,1)"),
             (("retune", 10, 10), ("retune", 10, 1), "restart helps: (10,10) > (10,1)"),
@@ -471,9 +484,10 @@ def check_foe_claims(metrics: pd.DataFrame, summary: pd.DataFrame) -> pd.DataFra
                         "holds": bool(final[a] >= final[b]),
                         "measured": f"{final[a]:.2f} vs {final[b]:.2f} dB (train PSNR, mean "
                         f"of steps {max(1, common - WINDOW + 1)}–{common})",
+                        **noise_columns(*difference_and_noise(windows[a], windows[b])),
                     }
                 )
-    return pd.DataFrame(rows, columns=["task", "claim", "holds", "measured"])
+    return pd.DataFrame(rows, columns=["task", *CLAIM_COLUMNS])
 
 
 def foe_figure(metrics: pd.DataFrame, base: Path, *, title: str = "") -> list[Path]:
