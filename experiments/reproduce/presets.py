@@ -228,7 +228,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         device="cpu",
         dtype="float32",
         threads=1,
-        lr_weights=5e-4,
+        lr_weights=5e-5,  # the paper's text; 5e-4 (the authors') diverged in fig. 2 (c)
         checkpoint_every=10,
         **{f"denoiser_{k}": v for k, v in DENOISER_PRESETS["cpu"].items()},
     ),
@@ -251,10 +251,12 @@ barely moves a network this small in 75 steps). Measured on 2 CPU cores: fig1 38
 about an hour per figure on 2 CPU cores, not the paper's: 64×64 crops (1/16 of the paper's
 pixels), 200 pairs, 4 epochs (200 steps), the paper's 4 test images, a DRUNet of a quarter of
 deepinv's width with one residual block per scale (3000 pretraining steps on 64×64 crops),
-lr 5·10⁻⁴ for its weights (the authors' stage-2 rate; the text's 5·10⁻⁵ barely moves it in
-200 steps), one thread per run so that two figures run side by side (measured: a (10, 10)
-FB-PnP gradient about 3 s, docs/reproduce.md). ``paper``: section 4's 600 pairs of 256×256,
-4 epochs (600 steps), 4 test images, deepinv's DRUNet architecture, for a GPU."""
+lr 5·10⁻⁵ for its weights (the paper's text; until 2026-12-03 the authors' stage-2 rate
+5·10⁻⁴, with which fig. 2 (c) diverged at (10, 10): measured in docs/reproduce.md,
+``--lr-weights 5e-4`` reruns those runs), one thread per run so that two figures run side by
+side (measured: a (10, 10) FB-PnP gradient about 3 s, docs/reproduce.md). ``paper``: section
+4's 600 pairs of 256×256, 4 epochs (600 steps), 4 test images, deepinv's DRUNet architecture,
+for a GPU."""
 
 RESUMABLE = ("resume", "checkpoint_every", "threads", "quiet")
 """Fields that may change when a run is resumed (they do not change the iterates)."""
