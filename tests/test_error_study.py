@@ -679,3 +679,24 @@ def test_resume_with_a_lower_unrolled_cap_keeps_the_rows_and_skips_the_rest(tmp_
         again.iloc[: len(cut)].reset_index(drop=True), cut.reset_index(drop=True), check_dtype=False
     )
     assert list(again.iloc[len(cut) :].estimator) == ["constants"]  # nothing else computed
+
+
+def test_a_reference_solve_short_of_its_tolerance_names_the_fix(tmp_path, monkeypatch):
+    """The DEQ reference stops at REFERENCE_MAXITER products: the error says which setting,
+    and, when the tolerance is within rounding of the dtype (10⁻⁶ in float32: the 256×256
+    deblurring reference stagnated at 1.7·10⁻⁶), to run it in float64; nothing is written
+    as a result."""
+    from experiments.error_study import study
+    from operators.errors import ConvergenceError
+
+    monkeypatch.setattr(study, "REFERENCE_MAXITER", 1)
+    cfg = dict(SMALL, task="deblur", prior="wavelet-BC", dtype="float32", solve_tol=1e-6)
+    with pytest.raises(ConvergenceError, match="run this setting with --dtype float64") as info:
+        run_errors(ErrorStudyConfig(**cfg, out=str(tmp_path / "f32")))
+    assert str(info.value).startswith("DEQ reference: GMRES did not reach")
+    assert info.value.residuals  # the history travels with the error
+    cfg = dict(cfg, dtype="float64", solve_tol=1e-10)
+    with pytest.raises(ConvergenceError, match="Raise --solve-tol, or check") as info:
+        run_errors(ErrorStudyConfig(**cfg, out=str(tmp_path / "f64")))
+    assert "float64, or" not in str(info.value)
+    assert not (tmp_path / "f64" / "metrics.csv").exists()
