@@ -446,6 +446,7 @@ def test_paper_scale_specs_cover_figs_1_to_3_and_the_256_error_study():
         assert p.config.models == ()  # every row of the figure
     (errors,) = expand(load_spec(str(ROOT / "examples" / "sweeps" / "paper-scale-errors.toml")))
     assert (errors.config.task, errors.config.size, errors.config.batch) == ("all", 256, 4)
+    assert errors.config.dtype == "float64"  # a float32 deblurring reference stops at 1.7e-6
 
 
 def test_pnp_cpu_spec_runs_figs_2_and_3_at_the_cpu_preset():
