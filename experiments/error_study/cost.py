@@ -16,7 +16,8 @@ call do not depend on whether it is timed):
   resize counts its new size. Storages from before the call and views of them do not count.
   Allocations a kernel makes and frees inside one operator are not seen; on every estimator
   of the study this reads byte for byte what ``torch.profiler(profile_memory=True)`` reads
-  (tested), without its event log (see :class:`LiveStorages`).
+  (tested), without its event log (see :class:`LiveStorages`). Rows written before
+  2026-12-03 read the profiler and say ``"cpu_allocator_profiled"``.
 
 The resident set size is not used: a long-lived process serves a call from pages that earlier
 calls freed, so RSS does not grow and a 10-step graph of a 3 MB batch read as 0.004 MiB.
@@ -41,10 +42,6 @@ __all__ = ["Cost", "LiveStorages", "allocated_peak", "measure_cost"]
 
 CUDA_METHOD = "cuda_max_allocated"
 CPU_METHOD = "cpu_live_storages"
-PROFILED_CPU_METHOD = "cpu_allocator_profiled"
-"""The CPU method of runs before 2026-12-03 (``torch.profiler`` memory events); it read the
-same bytes as :data:`CPU_METHOD` but kept every operator event, more than 24 GB for the
-256×256 deblurring DEQ reference (thousands of GMRES products)."""
 
 
 @dataclass(frozen=True)

@@ -22,6 +22,7 @@ __all__ = [
     "check_claims",
     "claims_paragraph",
     "difference_and_noise",
+    "final_window",
     "noise_columns",
     "summarise",
     "verdict",
@@ -89,7 +90,7 @@ def summarise(metrics: pd.DataFrame, tests: pd.DataFrame, window: int = WINDOW) 
     return summary
 
 
-def _window(g: pd.DataFrame, window: int) -> pd.Series:
+def final_window(g: pd.DataFrame, window: int) -> pd.Series:
     """The per-step train PSNR behind a final train PSNR: the last ``window`` steps, indexed
     by step."""
     return g.sort_values("step").set_index("step").psnr.tail(window)
@@ -140,7 +141,8 @@ def check_claims(
         mine = final[key].final_train_psnr
         g = metrics[metrics.model == model]
         at = {k: g[(g.K == k[1]) & (g["T"] == k[2])] for k in (key, best_other)}
-        gap = difference_and_noise(_window(at[key], window), _window(at[best_other], window))
+        mine_w, other_w = final_window(at[key], window), final_window(at[best_other], window)
+        gap = difference_and_noise(mine_w, other_w)
         rows.append(
             {
                 "figure": figure,
@@ -177,7 +179,7 @@ def check_claims(
             return
         ta, tb = final[a].final_train_psnr, final[b].final_train_psnr
         wa, wb = (
-            _window(
+            final_window(
                 metrics[(metrics.model == m) & (metrics.K == 10) & (metrics["T"] == 10)], window
             )
             for m in (better, worse)
@@ -216,7 +218,6 @@ def verdict(claim: Any) -> str:
     """One claim row as printed: yes / NO, what was measured, and "within noise" when the
     difference it rests on is not larger than its noise."""
     text = f"{'yes' if claim.holds else 'NO'} ({claim.measured})"
-    resolved = getattr(claim, "resolved", None)
-    if resolved is False or resolved == "False":
+    if claim.resolved is False:
         text += f" — within noise: {claim.difference_db:+.2f} ± {claim.noise_db:.2f} dB, a tie"
     return text

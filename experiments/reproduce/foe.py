@@ -42,6 +42,7 @@ from .claims import (
     NO_DIFFERENCE,
     WINDOW,
     difference_and_noise,
+    final_window,
     noise_columns,
     verdict,
 )
@@ -456,7 +457,6 @@ def check_foe_claims(metrics: pd.DataFrame, summary: pd.DataFrame) -> pd.DataFra
                     "claim": f"best at equal cost ({budget:.1f} s of training)",
                     "holds": True,
                     **NO_DIFFERENCE,
-                    **NO_DIFFERENCE,
                     "measured": f"{_label(*k)}: {finite[k]:.2f} dB; "
                     + ", ".join(f"{_label(*kk)} {v:.2f}" for kk, v in finite.items()),
                 }
@@ -464,10 +464,7 @@ def check_foe_claims(metrics: pd.DataFrame, summary: pd.DataFrame) -> pd.DataFra
         # over the steps every configuration ran (an interrupted run has fewer for some)
         common = int(m.groupby(["estimator", "K", "T"]).step.max().min())
         windows = {
-            (e, int(K), int(T)): g[g.step <= common]
-            .sort_values("step")
-            .set_index("step")
-            .psnr.tail(WINDOW)
+            (e, int(K), int(T)): final_window(g[g.step <= common], WINDOW)
             for (e, K, T), g in m.groupby(["estimator", "K", "T"])
         }
         final = {key: float(w.mean()) for key, w in windows.items()}
