@@ -132,6 +132,12 @@ def first_step(step: Step, x: torch.Tensor, theta: Theta) -> torch.Tensor:
     except torch.OutOfMemoryError:
         raise
     except RuntimeError as error:
+        if "same device" in str(error):
+            raise InvalidInputError(
+                f"step(x, theta) failed: {error}. x0 and theta are on {x.device}; put every "
+                "tensor the step closes over on that device too (e.g. build the problem with "
+                "device=...)."
+            ) from error
         shapes = [tuple(t.shape) for t in as_tuple(theta)]
         raise InvalidInputError(
             f"step(x, theta) failed for x of shape {tuple(x.shape)} and theta of shape(s) "

@@ -184,15 +184,23 @@ def test_cuda_graph_flag_off_cuda_runs_the_eager_loop():
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 @pytest.mark.parametrize("T", [1, 2, 6])
 def test_cuda_graph_restart_equals_eager(T):
-    p = problems.make_problem("group_l21", n=64, d=4, seed=3)
-    theta = tuple(t.cuda() for t in p.theta) if isinstance(p.theta, tuple) else p.theta.cuda()
-    x0 = p.x0.cuda()
+    # The problem is built on the device: its A and b live there, as in a user's CUDA run.
+    p = problems.make_problem("group_l21", n=64, d=4, seed=3, device="cuda")
+    theta, x0 = p.theta, p.x0
     eager = restart(p.step, theta, x0, K=3, T=T)
     graphed = restart(p.step, theta, x0, K=3, T=T, cuda_graph=True)
     torch.testing.assert_close(graphed.x, eager.x, rtol=1e-14, atol=0)
     torch.testing.assert_close(graphed.x_prev, eager.x_prev, rtol=1e-14, atol=0)
     torch.testing.assert_close(graphed.stats.residuals, eager.stats.residuals, rtol=1e-12, atol=0)
     assert graphed.x.device == x0.device and graphed.x.dtype == x0.dtype
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_step_on_another_device_is_named_as_such():
+    # A step closing over CPU tensors, iterated on CUDA: the error names devices, not shapes.
+    p = problems.make_problem("group_l21", n=64, d=4, seed=3)
+    with pytest.raises(InvalidInputError, match="put every tensor the step closes over"):
+        restart(p.step, p.theta.cuda(), p.x0.cuda(), K=3, T=2)
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
