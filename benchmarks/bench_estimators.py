@@ -20,9 +20,9 @@ import os
 
 import pytest
 import torch
+from retune_suite.operators import fixed_point, hypergrad
 
 from benchmarks.common import wavelet_problem
-from operators import fixed_point, hypergrad
 
 SIZE = int(os.environ.get("RETUNE_BENCH_SIZE", "128"))
 K, T = 10, 10

@@ -1,4 +1,4 @@
-"""pytest-benchmark: the wavelet transform D (operators.wavelet) against ptwt and PyWavelets.
+"""pytest-benchmark: the wavelet transform D (operators.maps.wavelet) against ptwt and PyWavelets.
 
 One batch B = 4 × 3 × 256 × 256 float32 on the CPU with 2 intra-op threads
 (``RETUNE_BENCH_THREADS`` overrides), db4, 4 levels; every figure is the median of 30 timed
@@ -33,10 +33,10 @@ import warnings
 
 import pytest
 import torch
+from retune_suite.operators.maps.wavelet import Wavelet2D
 
 from benchmarks.common import BENCH_THREADS
 from benchmarks.wavelet_before import wavelet_before
-from operators.wavelet import Wavelet2D
 
 SHAPE = (4, 3, 256, 256)
 WAVELET, LEVELS = "db4", 4

@@ -24,7 +24,7 @@ def report(rows: list[dict], threads: int, shape: list[int], out: str | None) ->
     import platform
     from datetime import datetime, timezone
 
-    from experiments.common.io import write_json_atomic
+    from retune_suite.experiments.common.io import write_json_atomic
 
     meta = {
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -64,10 +64,11 @@ def synchronize(device: torch.device) -> None:
 
 def wavelet_problem(task: str, size: int, batch: int, dtype: str, device: torch.device):
     """The section-4 problem FB (51) with θ_BC (log λ = −2) on ``batch`` crops of the embedded
-    images (seed 0), from :func:`operators.section4.build`: ``.step``, ``.theta``, ``.x0``
+    images (seed 0), from :func:`retune_suite.operators.maps.section4.build`: ``.step``, ``.theta``,
+    ``.x0``
     (u₀ = D Aᵀy), ``.loss`` (½‖Dᵀθ₀⁻¹u − x̄‖², θ₀ frozen), ``.fb``."""
-    from experiments.common.data import crops, embedded_images
-    from operators import section4
+    from retune_suite.experiments.common.data import crops, embedded_images
+    from retune_suite.operators.maps import section4
 
     clean = crops(embedded_images(), size, batch, 0).to(device, getattr(torch, dtype))
     return section4.build(task, "wavelet-BC", clean=clean, seed=0, log_lambda=-2.0)

@@ -18,8 +18,7 @@ import sys
 from pathlib import Path
 
 import torch
-
-from operators import fixed_point, hypergrad
+from retune_suite.operators import fixed_point, hypergrad
 
 from .common import device_or_skip, synchronize, wavelet_problem
 
@@ -100,7 +99,7 @@ _CUDA_PROBE = """
 import json, sys, torch
 from benchmarks.common import wavelet_problem
 from benchmarks.hypergradient import FIXED_POINT_RTOL, _call
-from operators import fixed_point
+from retune_suite.operators import fixed_point
 estimator, task, size, T = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
 device = torch.device("cuda")
 p = wavelet_problem(task, size, 4, "float32", device)
@@ -183,8 +182,8 @@ class Accuracy:
         delta = self.problem.delta(K)
         if delta is None:
             return float("nan")
-        from bounds import constants, statements
-        from operators import unroll
+        from retune_suite.bounds import constants, statements
+        from retune_suite.operators import unroll
 
         Phi = unroll(self.step, K)
         bound = statements.lemma1(

@@ -14,8 +14,7 @@ import statistics
 import time
 
 import torch
-
-from operators import restart
+from retune_suite.operators import restart
 
 from .common import device_or_skip, synchronize, wavelet_problem
 

@@ -3,7 +3,7 @@
 ``before`` is the loop as it was (kept below as :func:`restart_before`, the reference): one
 call of the unrolled block per restart, each opening its own memo scope, the block residual
 ``‖x − x_prev‖`` of a fresh difference tensor appended to a list and stacked at the end.
-``after`` is :func:`operators.restart` as shipped: the K·T steps inline under one
+``after`` is :func:`retune_suite.operators.restart` as shipped: the K·T steps inline under one
 ``no_grad`` and one memo scope, the residuals written in place into one preallocated device
 tensor, the block difference into one reused buffer (``out=``). Neither reads a tensor on the
 host inside the loop. Both are timed interleaved in one process on the same data, medians of
@@ -28,13 +28,14 @@ import os
 
 import torch
 import torch.utils._pytree as pytree
+from retune_suite.operators import restart, unroll
+from retune_suite.operators.errors import NotContractiveError
+from retune_suite.operators.maps import section4
+from retune_suite.operators.memo import block_scope
+from retune_suite.operators.theta import check_count, check_point
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from benchmarks.common import median_seconds, report
-from operators import restart, section4, unroll
-from operators.errors import NotContractiveError
-from operators.memo import block_scope
-from operators.theta import check_count, check_point
 
 
 def restart_before(step, theta, x0: torch.Tensor, K: int, T: int):

@@ -9,7 +9,8 @@ Variants, all timed on the same data in the same process, interleaved, medians o
 - ``unfused``: the step as shipped until 2026-12-02 (:func:`_step_unfused`): one ``addcmul``,
   the group norms from three strided views of u², the factors packed into a full map by
   ``torch.cat`` and one product (~45 kernels);
-- ``after``: :meth:`operators.wavelet_prior.WaveletFB.step` as shipped (in place without a
+- ``after``: :meth:`retune_suite.operators.maps.wavelet_prior.WaveletFB.step` as shipped (in place
+without a
   graph: one flat buffer of factors, ~24 kernels);
 - ``compiled`` (with ``--compile``): ``WaveletFB(compile=True)``, inductor; its compile time
   (first no-grad call, first call with a graph and its backward) is reported separately.
@@ -30,14 +31,15 @@ import os
 import time
 from contextlib import contextmanager
 
+import retune_suite.operators.iteration as iteration
 import torch
+from retune_suite.operators import hypergrad, restart
+from retune_suite.operators.maps import section4
+from retune_suite.operators.maps.wavelet_prior import WaveletFB
+from retune_suite.operators.memo import memoize
 
-import operators.iteration as iteration
 from benchmarks.common import median_seconds, report
 from benchmarks.restart import PASSES_PER_STEP, copy_bandwidth
-from operators import hypergrad, restart, section4
-from operators.memo import memoize
-from operators.wavelet_prior import WaveletFB
 
 
 def _prox_before(fb: WaveletFB, u: torch.Tensor, t: torch.Tensor) -> torch.Tensor:

@@ -24,12 +24,12 @@ from collections.abc import Callable
 from contextlib import nullcontext
 
 import torch
+from retune_suite.operators import restart, unroll
+from retune_suite.operators.maps.wavelet import Wavelet2D
 
 from benchmarks.common import median_seconds, report, wavelet_problem
 from benchmarks.restart import PASSES_PER_STEP, copy_bandwidth
 from benchmarks.wavelet_before import wavelet_before
-from operators import restart, unroll
-from operators.wavelet import Wavelet2D
 
 TASKS = ("denoise", "inpaint", "deblur")
 

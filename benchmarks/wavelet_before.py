@@ -2,9 +2,11 @@
 
 Not part of the package: the benchmarks (``bench_wavelet.py``, ``step_costs.py``) time it
 interleaved with the shipped transform. :func:`wavelet_before` swaps these level functions
-into :mod:`operators.wavelet` for the duration of a ``with`` block, so every entry point
+into :mod:`retune_suite.operators.maps.wavelet` for the duration of a ``with`` block, so every entry
+point
 (``forward``, ``inverse``, ``analysis``, ``synthesis``, their autograd rules) runs the old
-passes; use a fresh :class:`~operators.wavelet.Wavelet2D` inside the block (banks are cached
+passes; use a fresh :class:`~retune_suite.operators.maps.wavelet.Wavelet2D` inside the block (banks
+are cached
 per transform). Each level along W was a strided ``conv1d`` of the periodically padded rows,
 along H a sum of L shifted rows.
 """
@@ -16,11 +18,10 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 
+import retune_suite.operators.maps.wavelet as wavelet
 import torch
 import torch.nn.functional as F
-
-import operators.wavelet as wavelet
-from operators.wavelet import _filters, _periodize
+from retune_suite.operators.maps.wavelet import _filters, _periodize
 
 _Triplet = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
 
@@ -158,7 +159,7 @@ def _synthesis_before(
 
 @contextmanager
 def wavelet_before() -> Iterator[None]:
-    """Run :mod:`operators.wavelet` with the old level passes inside the block."""
+    """Run :mod:`retune_suite.operators.maps.wavelet` with the old level passes inside the block."""
     saved = wavelet._make_bank, wavelet._analysis_into, wavelet._synthesis
     wavelet._make_bank = _make_bank_before
     wavelet._analysis_into = _analysis_into_before

@@ -32,9 +32,7 @@ diagnostic (:func:`mixed_derivative_sup`), never used in a bound.
 from __future__ import annotations
 
 import torch
-from torch.func import hessian
-
-from operators.jacobians import (
+from retune_suite.operators.jacobians import (
     Block,
     jacobian_theta,
     jacobian_x,
@@ -44,7 +42,8 @@ from operators.jacobians import (
     spectral_norm,
     start_vector,
 )
-from operators.theta import Loss, Theta
+from retune_suite.operators.theta import Loss, Theta
+from torch.func import hessian
 
 DENSE_LIMIT = 4096
 
@@ -168,7 +167,7 @@ def hessian_norm(loss: Loss, x: torch.Tensor) -> float:
 def hessian_power_norm(
     loss: Loss, x: torch.Tensor, *, iterations: int = 50, generator: torch.Generator | None = None
 ) -> float:
-    """‖∂_xxL(x)‖₂ matrix-free (any n): :func:`operators.jacobians.power_iteration` on
+    """‖∂_xxL(x)‖₂ matrix-free (any n): :func:`retune_suite.operators.jacobians.power_iteration` on
     Hessian-vector products. A lower estimate: a bound using it is not certified."""
     z = x.detach().requires_grad_(True)
     with torch.enable_grad():

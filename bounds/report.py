@@ -7,12 +7,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
-
-from operators import hypergrad
-from operators.errors import InvalidInputError, NotContractiveError
-from operators.iteration import fixed_point, unroll
-from operators.jacobians import reuse_jacobians
-from operators.theta import Loss, Step, Theta, as_tuple, check_count, check_point
+from retune_suite.operators import hypergrad
+from retune_suite.operators.errors import InvalidInputError, NotContractiveError
+from retune_suite.operators.iteration import fixed_point, unroll
+from retune_suite.operators.jacobians import reuse_jacobians
+from retune_suite.operators.theta import Loss, Step, Theta, as_tuple, check_count, check_point
 
 from . import constants as C
 from . import statements as S
@@ -191,7 +190,8 @@ def verify(
         tightness of each.
 
     Every constant is exact at the points the proofs use (dense SVDs, exact secant ratios,
-    see :mod:`bounds.constants`) or marked estimated; ``holds`` allows only a rounding margin
+    see :mod:`retune_suite.bounds.constants`) or marked estimated; ``holds`` allows only a rounding
+    margin
     of 1e3 float64 ulps of the magnitudes compared. Beyond n = ``DENSE_LIMIT`` the reference is
     the matrix-free DEQ solve (its error bounded with a given δ_K), ``hessian_bound`` stands
     for ‖∂xxL(x̂)‖ (an upper estimate) when given, and with a given δ_K the local norms

@@ -1,6 +1,7 @@
 r"""The paper's statements, one function each, returning the right-hand side of the bound.
 
-Every function takes the constants the statement names (see :mod:`bounds.constants`) and
+Every function takes the constants the statement names (see :mod:`retune_suite.bounds.constants`)
+and
 returns a float. The printed statements are kept exactly as printed; where the suite found a
 printed statement false, the corrected statement sits beside it with a ``_corrected`` suffix
 (see ``docs/findings.md``).
@@ -10,7 +11,7 @@ from __future__ import annotations
 
 import math
 
-from operators.errors import InvalidInputError
+from retune_suite.operators.errors import InvalidInputError
 
 
 def _check_delta(delta: float) -> None:
@@ -74,7 +75,8 @@ def theorem2(
 
     In the proof the o-term is ‖∂_θΦ_K(x_{K(T−1)})‖₂ times the first-order Taylor remainder
     ‖∂_xL(x_{KT}) − ∂_xL(x̂) − ∂_xxL(x̂)(x_{KT} − x̂)‖₂ (``remainder``, exact from one
-    Hessian-vector product, :func:`bounds.constants.taylor_remainder`); it is zero for a
+    Hessian-vector product, :func:`retune_suite.bounds.constants.taylor_remainder`); it is zero for
+    a
     quadratic loss. The suite refutes this statement (the second term needs δ_K^{T−1}): see
     :func:`theorem2_corrected` and ``docs/findings.md``.
     """
@@ -102,7 +104,7 @@ def theorem2_corrected(
 
     H with ‖∂_xL(x_{KT}) − ∂_xL(x̂)‖ ≤ H‖x_{KT} − x̂‖ (``loss_lipschitz``: a Lipschitz
     constant of ∂_xL, or the exact secant ratio at that pair,
-    :func:`bounds.constants.loss_gradient_secant`). Assumption 2 is applied at
+    :func:`retune_suite.bounds.constants.loss_gradient_secant`). Assumption 2 is applied at
     x = x_{K(T−1)}, whose distance to x̂ is at most δ_K^{T−1}‖x₀ − x̂‖ (Theorem 1), not δ_K^T.
     """
     _check_delta(delta)

@@ -1,7 +1,8 @@
 """Train your own map at equilibrium: a learned prox inside forward-backward, with ReTune.
 
 φ(x, θ) = prox_θ(x − τ Aᵀ(Ax − y)), prox_θ a small residual MLP (an ``nn.Module``), θ its
-parameters. ``operators.equilibrium`` runs T − 1 restarts of Φ_K without a graph and the last
+parameters. ``retune_suite.operators.equilibrium`` runs T − 1 restarts of Φ_K without a graph and
+the last
 block with it (Algorithm 1), so ``loss(x).backward()`` gives the ReTune gradient (25) and any
 ``torch.optim`` optimizer takes the step. Run: ``python examples/train_your_own.py``.
 """
@@ -9,8 +10,7 @@ block with it (Algorithm 1), so ``loss(x).backward()`` gives the ReTune gradient
 from __future__ import annotations
 
 import torch
-
-from operators import equilibrium
+from retune_suite.operators import equilibrium
 
 
 def main(steps: int = 60, seed: int = 0) -> tuple[float, float]:

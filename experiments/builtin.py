@@ -6,13 +6,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
-
-from operators import problems
+from retune_suite.operators.maps import problems
 
 
 @dataclass(frozen=True)
 class Case:
-    """A problem ready for :func:`bounds.verify`; ``K``/``T`` override the CLI's when set."""
+    """A problem ready for :func:`~retune_suite.bounds.verify`; ``K``/``T`` override the CLI's when
+    set."""
 
     name: str
     description: str
@@ -46,7 +46,8 @@ def _scalar_lipschitz_theta(theta: float) -> Callable[[int], float]:
 
 
 def cases(n: int = 16, d: int = 4, seed: int = 0) -> list[Case]:
-    """Scalar affine maps, then one random instance of each prior of :mod:`operators.problems`."""
+    """Scalar affine maps, then one random instance of each prior of
+    :mod:`~retune_suite.maps.problems`."""
     out = [
         Case(
             "scalar_affine",

@@ -28,19 +28,19 @@ class VerifyConfig:
 
 
 def _commands() -> dict[str, tuple[type, Callable[[Any], int], dict]]:
-    from experiments.bench import BenchConfig, run_bench
-    from experiments.error_study import PRESETS, ErrorStudyConfig, run_errors
-    from experiments.error_study.verdicts import VerdictConfig, run_verdicts
-    from experiments.reproduce import PRESETS as REPRODUCE_PRESETS
-    from experiments.reproduce import (
+    from retune_suite.experiments.bench import BenchConfig, run_bench
+    from retune_suite.experiments.error_study import PRESETS, ErrorStudyConfig, run_errors
+    from retune_suite.experiments.error_study.verdicts import VerdictConfig, run_verdicts
+    from retune_suite.experiments.reproduce import PRESETS as REPRODUCE_PRESETS
+    from retune_suite.experiments.reproduce import (
         PRETRAIN_PRESETS,
         PretrainConfig,
         ReproduceConfig,
         reproduce_command,
         run_pretrain,
     )
-    from experiments.reproduce.foe import FOE_PRESETS, FoeConfig, foe_command
-    from experiments.sweep import SweepConfig, run_sweep
+    from retune_suite.experiments.reproduce.foe import FOE_PRESETS, FoeConfig, foe_command
+    from retune_suite.experiments.sweep import SweepConfig, run_sweep
 
     return {
         "verify": (VerifyConfig, run_verify, {}),
@@ -88,10 +88,10 @@ def build_parser() -> argparse.ArgumentParser:
 def run_verify(cfg: VerifyConfig) -> int:
     """Print one table per built-in problem; write them all to ``out/verify.csv``."""
     import pandas as pd
+    from retune_suite.experiments.builtin import cases
+    from retune_suite.experiments.common.io import write_csv_atomic
 
-    import bounds
-    from experiments.builtin import cases
-    from experiments.common.io import write_csv_atomic
+    from retune_suite import bounds
 
     torch.set_default_dtype(torch.float64)
     frames = []
@@ -146,10 +146,13 @@ def run_verify(cfg: VerifyConfig) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from operators.errors import RetuneError
+    from retune_suite.operators.errors import RetuneError
 
     argv = sys.argv[1:] if argv is None else list(argv)
-    if argv[:2] == ["reproduce", "foe"]:  # the fields-of-experts job (experiments.reproduce.foe)
+    if argv[:2] == [
+        "reproduce",
+        "foe",
+    ]:  # the fields-of-experts job (retune_suite.experiments.reproduce.foe)
         argv = ["reproduce-foe", *argv[2:]]
     args = vars(build_parser().parse_args(argv))
     config_type, runner, presets = _commands()[args.pop("command")]

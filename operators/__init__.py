@@ -1,10 +1,16 @@
-"""Contractive maps φ(x, θ), their unrolled blocks Φ_K and restarts Φ_K^T, and hypergradients.
+"""How a map is iterated and differentiated, apart from what is iterated.
+
+Unrolled blocks Φ_K and restarts Φ_K^T (:mod:`.iteration`), fixed points (Picard, Anderson),
+Jacobians (:mod:`.jacobians`), linear solves (:mod:`.linsolve`), the hypergradient estimators
+and their certificates (:mod:`.hypergrad`) and the training layer (:mod:`.equilibrium`). The
+maps themselves (small exact problems, wavelet forward-backward, FB-PnP, fields of experts)
+are in :mod:`retune_suite.operators.maps`, which uses this package and is never used by it.
 
 The paper is "Restarted contractive operators to learn at equilibrium" (Davy, Briceño-Arias,
 Pustelnik, 2025); equation numbers in docstrings refer to it.
 """
 
-from . import foe, hypergrad, jacobians, problems, prox
+from . import hypergrad, jacobians
 from .equilibrium import equilibrium
 from .errors import ConvergenceError, InvalidInputError, NotContractiveError, RetuneError
 from .iteration import FixedPoint, IterationStats, Restart, fixed_point, restart, unroll
@@ -19,11 +25,8 @@ __all__ = [
     "RetuneError",
     "equilibrium",
     "fixed_point",
-    "foe",
     "hypergrad",
     "jacobians",
-    "problems",
-    "prox",
     "restart",
     "unroll",
 ]

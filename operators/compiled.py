@@ -1,7 +1,8 @@
 r"""Opt-in ``torch.compile`` for the elementwise kernels of the wavelet FB step (51).
 
 The denoising step φ(u, θ) = prox_{τ‖·‖₁,₂}(u ⊙ (1 − τ/θ²) + (τ/θ) ⊙ Dy) (eqs. (50)–(51)) is
-memory-bound: eager PyTorch runs it as ~24 small kernels (operators.wavelet_prior), inductor
+memory-bound: eager PyTorch runs it as ~24 small kernels
+(retune_suite.operators.maps.wavelet_prior), inductor
 fuses it into a few loops. Compiling costs time once per process and shape — measured on the
 2-core CPU (``python -m benchmarks.step_before_after --compile``, docs/performance.md): tens
 of seconds cold, a few seconds with inductor's on-disk caches warm — so it pays only in long

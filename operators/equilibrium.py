@@ -1,7 +1,8 @@
 r"""A layer for training loops: the equilibrium of Φ_K, connected to θ's autograd graph.
 
 :func:`equilibrium` returns an iterate x whose backward pass is one of the estimators of
-:mod:`operators.hypergrad`, so that ``loss(x).backward()`` puts that estimator's gradient in
+:mod:`retune_suite.operators.hypergrad`, so that ``loss(x).backward()`` puts that estimator's
+gradient in
 ``θ.grad`` (θ: tensors or ``nn.Parameter``\ s with ``requires_grad``, or a tuple of them), and
 ``torch.optim`` can take the step. The forward solve never stores a graph except where the
 estimator differentiates through it:
@@ -12,7 +13,8 @@ backward       forward (what x is)                                        θ.gra
 =============  ==========================================================  =====================
 ``retune``     T − 1 blocks without graph, the last block with it: x_{KT}  ``hypergrad.retune``
 ``unrolled``   all T blocks with the graph: x_{KT}                         ``hypergrad.unrolled``
-``jfb``        x̂ by :func:`operators.fixed_point`, no graph               ``hypergrad.jfb``
+``jfb``        x̂ by :func:`retune_suite.operators.fixed_point`, no graph
+``hypergrad.jfb``
 ``neumann``    x̂, no graph; backward: P Neumann terms (22)                ``hypergrad.deq_neumann``
 ``deq``        x̂, no graph; backward: adjoint (20) by GMRES               ``hypergrad.deq_solve``
 =============  ==========================================================  =====================
@@ -115,7 +117,8 @@ def equilibrium(
     ``loss(x).backward()`` then accumulates into θ.grad the gradient of
     ``hypergrad.retune`` (25), ``hypergrad.unrolled`` (23), ``hypergrad.jfb`` (28),
     ``hypergrad.deq_neumann`` (22, ``P`` terms) or ``hypergrad.deq_solve`` (20; ``tol``,
-    ``solver``, ``maxiter`` as there; a :class:`~operators.errors.ConvergenceError` is raised
+    ``solver``, ``maxiter`` as there; a :class:`~retune_suite.operators.errors.ConvergenceError` is
+    raised
     by ``backward()`` when the adjoint solve fails). ``T`` is needed by ``retune`` and
     ``unrolled``; the fixed point is solved from ``x0`` to ``fixed_point_rtol`` (default 64
     ulps). x carries no graph to ``x0``.

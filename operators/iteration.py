@@ -68,7 +68,9 @@ def unroll(step: Step, K: int) -> Block:
     check_count(K, "K")
 
     def block(x: torch.Tensor, theta: Theta) -> torch.Tensor:
-        with block_scope():  # θ is fixed over the block: θ-only work once (operators.memo)
+        with (
+            block_scope()
+        ):  # θ is fixed over the block: θ-only work once (retune_suite.operators.memo)
             x = first_step(step, x, theta)
             for _ in range(K - 1):
                 # metadata only (no host synchronisation): a step must keep x's shape and dtype
@@ -155,7 +157,8 @@ def restart(
     r"""T restarts of Φ_K without a graph, eq. (24): returns x_{KT} and x_{K(T−1)}.
 
     The loop runs under one :func:`torch.no_grad` and one memo scope (θ-only work of the step
-    is done once for the whole loop, :mod:`operators.memo`), writes the block residuals into
+    is done once for the whole loop, :mod:`retune_suite.operators.memo`), writes the block residuals
+    into
     one preallocated device tensor and reuses one buffer for the block difference; it makes
     no host synchronisation: the residuals are copied to the host once, at the end.
 

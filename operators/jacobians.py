@@ -51,9 +51,11 @@ _REUSE: ContextVar[list[tuple[Any, ...]] | None] = ContextVar("jacobian_reuse", 
 def reuse_jacobians() -> Iterator[None]:
     """Within the block, :func:`jacobian_theta` computes each dense ∂_θΦ_K once.
 
-    A second call with the same step and K (a block of :func:`operators.unroll`), the same θ
+    A second call with the same step and K (a block of :func:`retune_suite.operators.unroll`), the
+    same θ
     tensors (identity and version) and an x equal to an earlier one (``torch.equal``, bit for
-    bit) returns the matrix already computed. :func:`bounds.verify` opens one: its bounds, the
+    bit) returns the matrix already computed. :func:`retune_suite.bounds.verify` opens one: its
+    bounds, the
     secant L_θ and the certificates need ∂_θΦ_K at x̂ and at x_{K(T−1)} several times, each
     d forward-mode passes of Φ_K (minutes at 256×256). The step must be a pure function of
     (x, θ) inside the block, as every estimator already assumes.

@@ -3,7 +3,8 @@ r"""A per-block memo for the quantities of a step that depend on θ alone.
 Φ_K (eqs. 9, 12) and the restarts Φ_K^T (eq. 24) apply φ(·, θ) K·T times with the *same* θ. A
 step whose cost includes θ-only work (the weights of the wavelet prior, τ(θ), the constant
 factor 1 − τ/θ² of the denoising step) can compute it once per block instead of once per step:
-:func:`operators.unroll` and :func:`operators.restart` open a :func:`block_scope`, and a step
+:func:`retune_suite.operators.unroll` and :func:`retune_suite.operators.restart` open a
+:func:`block_scope`, and a step
 asks :func:`memoize` for its θ-maps. Outside a scope (a step called on its own) nothing is
 cached.
 

@@ -1,6 +1,6 @@
 r"""Independent NumPy reference for the six hypergradient estimators (no autograd).
 
-For the four priors of :mod:`operators.problems`, one elementary step
+For the four priors of :mod:`retune_suite.operators.maps.problems`, one elementary step
 x_{k+1} = φ(x_k, θ̃) has closed-form Jacobians J_x = ∂φ/∂x (n×n) and J_θ = ∂φ/∂θ̃ (n×d),
 written out below by hand. Forward-mode sensitivity propagation
 
@@ -46,7 +46,7 @@ def _np(t: object) -> np.ndarray:
 
 @dataclass(frozen=True)
 class NumpyProblem:
-    """The data of an :class:`operators.problems.Problem`, as float64 NumPy arrays."""
+    """The data of an :class:`~retune_suite.maps.problems.Problem`, as float64 NumPy arrays."""
 
     prior: str
     A: np.ndarray

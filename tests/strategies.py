@@ -7,8 +7,7 @@ from dataclasses import dataclass
 
 import torch
 from hypothesis import strategies as st
-
-from operators import problems
+from retune_suite.operators.maps import problems
 
 
 @dataclass(frozen=True)
@@ -97,5 +96,5 @@ def problem_instances(draw, max_n: int = 64) -> Instance:
 
 
 def instances() -> st.SearchStrategy[Instance]:
-    """Every family: affine maps and the four priors of :mod:`operators.problems`."""
+    """Every family: affine maps and the four priors of :mod:`~retune_suite.maps.problems`."""
     return st.one_of(affine_instances(), problem_instances())

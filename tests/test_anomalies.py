@@ -1,6 +1,6 @@
 """The anomalies of the paper-scale runs, pinned (``docs/reproduce.md``, "The anomalies").
 
-ReTune's error at one θ splits as in the proof of Theorem 2 (``experiments.reproduce.
+ReTune's error at one θ splits as in the proof of Theorem 2 (``retune_suite.experiments.reproduce.
 trajectory``): g^R − g = (∂L(x_KT) − ∂L(x̂))ᵀ∂_θΦ_K(x_{K(T−1)}) + ∂L(x̂)ᵀ(∂_θΦ_K(x_{K(T−1)})
 − ∂_θΦ_K(x̂)) + (g^JF − g). Past a few restarts the middle term is exactly linear in
 ‖x_{K(T−1)} − x̂‖ (the prox's active set no longer changes), so g^R → g^JF at the rate δ_K^T,
@@ -13,9 +13,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-
-from experiments.reproduce.trajectory import split_over_T
-from operators import hypergrad, section4
+from retune_suite.experiments.reproduce.trajectory import split_over_T
+from retune_suite.operators import hypergrad
+from retune_suite.operators.maps import section4
 
 
 @pytest.fixture(scope="module")
@@ -71,6 +71,6 @@ def test_retune_at_1_1_is_the_gradient_of_the_one_step_estimator():
 
 
 def section4_fixed_point(p, theta):
-    from operators import fixed_point
+    from retune_suite.operators import fixed_point
 
     return fixed_point(p.step, theta, p.x0, K=1, rtol=1e-13).x

@@ -7,9 +7,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-
-import bounds
-from operators import (
+from retune_suite.operators import (
     ConvergenceError,
     InvalidInputError,
     NotContractiveError,
@@ -18,6 +16,8 @@ from operators import (
     hypergrad,
     restart,
 )
+
+from retune_suite import bounds
 
 F64 = torch.float64
 

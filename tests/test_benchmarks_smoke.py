@@ -116,7 +116,8 @@ def test_cuda_combinations_skip_without_a_gpu():
 
 def _independent_relative_errors(bench, K: int, T: int) -> tuple[float, float]:
     """ReTune (25) and JFB (28) relative errors to the suite's DEQ reference, computed with
-    torch.func from the step alone (no operators.hypergrad, no operators.iteration)."""
+    torch.func from the step alone (no retune_suite.operators.hypergrad, no
+    retune_suite.operators.iteration)."""
     from torch.func import grad, vjp
 
     theta = bench.theta

@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import pandas as pd
-
-from experiments.cli import main
+from retune_suite.experiments.cli import main
 
 
 def test_verify_writes_csv(tmp_path, capsys):

@@ -8,8 +8,7 @@ import stat
 import pandas as pd
 import pytest
 import torch
-
-from experiments.common import (
+from retune_suite.experiments.common import (
     check_resume,
     config_changes,
     moving_average,
@@ -20,8 +19,8 @@ from experiments.common import (
     write_json_atomic,
     write_text_atomic,
 )
-from experiments.common.io import write_atomic
-from operators import InvalidInputError
+from retune_suite.experiments.common.io import write_atomic
+from retune_suite.operators import InvalidInputError
 
 
 def test_written_files_get_umask_permissions(tmp_path):

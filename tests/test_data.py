@@ -9,15 +9,14 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-
-from experiments.common.data import (
+from retune_suite.experiments.common.data import (
     EMBEDDED,
     crops,
     embedded_images,
     load_folder,
     train_test_split,
 )
-from operators import InvalidInputError
+from retune_suite.operators import InvalidInputError
 
 SIZES = {
     "astronaut": (512, 512),
@@ -68,7 +67,7 @@ socket.socket.connect = refuse
 socket.create_connection = refuse
 socket.getaddrinfo = refuse
 sys.modules["pooch"] = None  # `import pooch` fails
-from experiments.common.data import embedded_images
+from retune_suite.experiments.common.data import embedded_images
 assert len(embedded_images()) == 5
 assert "skimage" not in sys.modules, "skimage.data's loaders may download: not used"
 """

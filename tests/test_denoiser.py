@@ -7,11 +7,10 @@ import os
 
 import pytest
 import torch
-
-from experiments.common.io import save_torch_atomic
-from experiments.reproduce import denoiser as dn
-from operators import pnp
-from operators.errors import InvalidInputError
+from retune_suite.experiments.common.io import save_torch_atomic
+from retune_suite.experiments.reproduce import denoiser as dn
+from retune_suite.operators.errors import InvalidInputError
+from retune_suite.operators.maps import pnp
 
 NC, NB = (8, 16, 32, 64), 1
 
@@ -102,7 +101,7 @@ def test_checkpoint_is_written_atomically(tmp_path, monkeypatch):
 
 def test_checkpoint_gets_the_permissions_of_a_plain_file(tmp_path):
     """The checkpoint used to keep mkstemp's private 0o600; it now gets what open(path, "w")
-    gives, 0o666 less the umask (experiments.common.io)."""
+    gives, 0o666 less the umask (retune_suite.experiments.common.io)."""
     previous = os.umask(0o022)
     try:
         path = dn.train_denoiser(crops(), config(steps=2), tmp_path, progress=False)

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 import torch
-
-from operators import fixed_point, hypergrad, problems
+from retune_suite.operators import fixed_point, hypergrad
+from retune_suite.operators.maps import problems
 
 CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
 ESTIMATORS = ("deq_exact", "deq_solve", "deq_neumann", "jfb", "retune", "unrolled")
@@ -80,7 +80,7 @@ def test_cuda_float32_and_device_mismatch_error():
     p = problems.make_problem("group_l21", n=8, d=2, seed=3, dtype=torch.float32, device="cuda")
     g = hypergrad.retune(p.step, p.theta, p.x0, p.loss, 3, 4)
     assert g.device.type == "cuda" and g.dtype == torch.float32
-    from operators.errors import InvalidInputError
+    from retune_suite.operators.errors import InvalidInputError
 
     with pytest.raises(InvalidInputError, match="never moves tensors"):
         hypergrad.retune(p.step, p.theta, p.x0.cpu(), p.loss, 3, 4)
@@ -88,7 +88,7 @@ def test_cuda_float32_and_device_mismatch_error():
 
 def test_device_mismatch_error_on_meta():
     """The device check itself, without a GPU: a meta-device x against a CPU θ."""
-    from operators.errors import InvalidInputError
+    from retune_suite.operators.errors import InvalidInputError
 
     with pytest.raises(InvalidInputError, match="never moves tensors"):
         hypergrad.retune(

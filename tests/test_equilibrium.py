@@ -10,16 +10,16 @@ import pytest
 import torch
 from hypothesis import given
 from hypothesis import strategies as st
+from retune_suite.operators import ConvergenceError, InvalidInputError, fixed_point, hypergrad
+from retune_suite.operators.equilibrium import BACKWARDS, equilibrium
 
-from operators import ConvergenceError, InvalidInputError, fixed_point, hypergrad
-from operators.equilibrium import BACKWARDS, equilibrium
 from tests.strategies import Instance, affine, instances
 
 RTOL = 1e-12  # the brief's tolerance for "equals the matching estimator"
 
 
 def reference(backward: str, step, theta, x0, loss, K: int, T: int, P: int):
-    """The function of operators.hypergrad that ``backward`` stands for."""
+    """The function of retune_suite.operators.hypergrad that ``backward`` stands for."""
     if backward == "retune":
         return hypergrad.retune(step, theta, x0, loss, K, T)
     if backward == "unrolled":

@@ -11,11 +11,10 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-
-from experiments.cli import main
-from experiments.error_study import KEY, ErrorStudyConfig, run_errors, validate
-from experiments.error_study.cost import CPU_METHOD
-from operators.errors import InvalidInputError
+from retune_suite.experiments.cli import main
+from retune_suite.experiments.error_study import KEY, ErrorStudyConfig, run_errors, validate
+from retune_suite.experiments.error_study.cost import CPU_METHOD
+from retune_suite.operators.errors import InvalidInputError
 
 TINY = [
     "--size",
@@ -98,7 +97,7 @@ def test_tiny_study_outputs_bounds_and_resume(tmp_path, capsys):
 
 def test_resume_after_interruption(tmp_path, monkeypatch):
     """A run stopped after its first (task, prior) resumes with the rest, nothing lost."""
-    import experiments.error_study as E
+    import retune_suite.experiments.error_study as E
 
     cfg = ErrorStudyConfig(
         task="all",
@@ -173,7 +172,7 @@ def test_missing_cuda_is_a_clear_error():
 
 def test_pnp_study_has_no_bounds_and_reports_local_contraction(tmp_path):
     """FB-PnP (53) with a (contractive, untrained) tiny DRUNet: estimators, no bounds."""
-    from operators.pnp import load_drunet
+    from retune_suite.operators.maps.pnp import load_drunet
 
     with torch.random.fork_rng():  # deepinv draws the random weights from the global RNG
         torch.manual_seed(0)
@@ -281,7 +280,7 @@ def test_rows_of_other_settings_are_not_taken_for_this_run(tmp_path):
 def test_interruption_keeps_every_row_computed(tmp_path, monkeypatch):
     """Each row is written as it is computed: stopped in the middle of a (task, prior), the
     rows so far are on disk, and --resume computes only the others."""
-    from operators import hypergrad
+    from retune_suite.operators import hypergrad
 
     calls: list[tuple] = []
     original = hypergrad.retune
@@ -321,7 +320,7 @@ def test_interruption_keeps_every_row_computed(tmp_path, monkeypatch):
 
 def test_fixed_point_estimators_share_one_linearisation_per_K(tmp_path, monkeypatch):
     """The DEQ reference, JFB and Neumann at x̂ reuse hypergrad.linearise, once per K."""
-    from operators import hypergrad
+    from retune_suite.operators import hypergrad
 
     built: list[int] = []
     original = hypergrad.linearise
@@ -339,7 +338,7 @@ def test_fixed_point_estimators_share_one_linearisation_per_K(tmp_path, monkeypa
 
 
 def test_every_field_has_help_and_list_fields_are_typed(capsys):
-    from experiments.cli import _add_dataclass_arguments
+    from retune_suite.experiments.cli import _add_dataclass_arguments
 
     for f in dataclasses.fields(ErrorStudyConfig):
         assert f.metadata.get("help"), f.name
@@ -363,10 +362,12 @@ CERTIFIED_ROWS = ["deq_solve", "jfb", "retune", "neumann"]
 def test_certificate_and_tightness_columns(tmp_path):
     """Every ReTune / JFB / Neumann / deq_solve row carries the a-posteriori certificate
     (relative to ‖g‖, like the bound columns), its status and the tightness columns; L_θ is
-    measured, so no status is "certified"; the fixed-point rows match operators.estimate."""
-    from bounds import constants as C
-    from experiments.common.data import crops, embedded_images
-    from operators import fixed_point, hypergrad, section4, unroll
+    measured, so no status is "certified"; the fixed-point rows match
+    retune_suite.operators.estimate."""
+    from retune_suite.bounds import constants as C
+    from retune_suite.experiments.common.data import crops, embedded_images
+    from retune_suite.operators import fixed_point, hypergrad, unroll
+    from retune_suite.operators.maps import section4
 
     run_errors(ErrorStudyConfig(**SMALL, out=str(tmp_path / "run")))
     frame = pd.read_csv(tmp_path / "run" / "metrics.csv")
@@ -398,7 +399,7 @@ def test_certificate_and_tightness_columns(tmp_path):
         assert observed[f"tightness_{bound}"].notna().sum() == len(has)
     assert rows[rows.estimator == "deq_solve"].tightness_certificate.isna().all()
     assert frame[frame.estimator == "unrolled"].certificate.isna().all()
-    # JFB's certificate is operators.estimate's with the study's constants
+    # JFB's certificate is retune_suite.operators.estimate's with the study's constants
     constants = frame[frame.estimator == "constants"].iloc[0]
     g_norm = constants.g_norm
     clean = crops(embedded_images(), 32, 1, 0).to(torch.float64)
@@ -463,7 +464,7 @@ def test_allocator_peak_is_exact_for_known_allocations():
     """The CPU peak is the largest running sum of the allocator's events during the call:
     8000 + 2000 bytes live together, then 2000 + 3000; a tensor freed before the call and
     one kept from before do not count."""
-    from experiments.error_study.cost import CPU_METHOD, allocated_peak
+    from retune_suite.experiments.error_study.cost import CPU_METHOD, allocated_peak
 
     def fn():
         a = torch.empty(1000, dtype=torch.float64)
@@ -501,9 +502,10 @@ def test_live_storages_read_what_the_profiler_reads_on_every_estimator(task):
     """The CPU peak of each estimator of the study (x̂ given to jfb, neumann, deq_solve) is
     the profiler's, byte for byte (measured equal on all five estimators and three tasks at
     32², float32 and float64, before LiveStorages replaced the profiler)."""
-    from experiments.common.data import crops, embedded_images
-    from experiments.error_study.cost import allocated_peak
-    from operators import fixed_point, hypergrad, section4
+    from retune_suite.experiments.common.data import crops, embedded_images
+    from retune_suite.experiments.error_study.cost import allocated_peak
+    from retune_suite.operators import fixed_point, hypergrad
+    from retune_suite.operators.maps import section4
 
     clean = crops(embedded_images(), 32, 1, 0).to(torch.float64)  # the blur kernel is 25²
     p = section4.build(task, "wavelet-BC", clean=clean, seed=0, log_lambda=-2.0)
@@ -525,7 +527,7 @@ def test_live_storages_count_what_autograd_keeps_until_it_frees_it():
     """sin saves its input 2x (8000 B) in the graph: dropping the Python names of the graph's
     tensors does not free it, backward does; the peak is the backward's cos, product and the
     saved 2x together, with h and the seed of the backward (8 B each)."""
-    from experiments.error_study.cost import LiveStorages
+    from retune_suite.experiments.error_study.cost import LiveStorages
 
     x = torch.randn(1000, dtype=torch.float64, requires_grad=True)
     with LiveStorages(torch.device("cpu")) as live:
@@ -546,7 +548,7 @@ def test_live_storages_skip_what_existed_before_and_follow_resizes():
     operator that resizes a tensor made in the call counts its new size; the mode's
     bookkeeping holds the live storages only (no per-operator log: 10 000 operators leave
     it as it was)."""
-    from experiments.error_study.cost import LiveStorages
+    from retune_suite.experiments.error_study.cost import LiveStorages
 
     before = torch.zeros(1000, dtype=torch.float64)
     with LiveStorages(torch.device("cpu")) as live:
@@ -564,7 +566,7 @@ def test_live_storages_skip_what_existed_before_and_follow_resizes():
 
 
 def test_measure_cost_warms_up_and_takes_the_median_of_repeats():
-    from experiments.error_study.cost import measure_cost
+    from retune_suite.experiments.error_study.cost import measure_cost
 
     calls = []
     out, cost = measure_cost(lambda: calls.append(1) or len(calls), torch.device("cpu"), 3)
@@ -634,8 +636,7 @@ def test_tightness_figure_draws_the_tightness_columns(tmp_path, monkeypatch):
     """One tightness figure per (task, prior), drawn from metrics.csv alone: each line is a
     ``tightness_*`` column, which is its bound column over ``rel_error``."""
     import matplotlib.axes
-
-    from experiments.error_study.figures import error_study_figures
+    from retune_suite.experiments.error_study.figures import error_study_figures
 
     frame = pd.read_csv(Path(__file__).parents[1] / "docs/results/errors-quick/metrics.csv")
     rows = frame[frame.estimator == "retune"].dropna(subset=["bound_theorem2_corrected"])
@@ -686,8 +687,8 @@ def test_a_reference_solve_short_of_its_tolerance_names_the_fix(tmp_path, monkey
     and, when the tolerance is within rounding of the dtype (10⁻⁶ in float32: the 256×256
     deblurring reference stagnated at 1.7·10⁻⁶), to run it in float64; nothing is written
     as a result."""
-    from experiments.error_study import study
-    from operators.errors import ConvergenceError
+    from retune_suite.experiments.error_study import study
+    from retune_suite.operators.errors import ConvergenceError
 
     monkeypatch.setattr(study, "REFERENCE_MAXITER", 1)
     cfg = dict(SMALL, task="deblur", prior="wavelet-BC", dtype="float32", solve_tol=1e-6)

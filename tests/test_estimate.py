@@ -11,7 +11,8 @@ Float64. The certificates are checked on families where every constant is rigoro
   derivative), exact on the affine family (checked).
 
 The loss is ½‖x − x̄‖² (H = 1 exactly). The reference g is ``deq_exact`` at
-``operators.fixed_point``'s x̂_c, whose own distance to the true g is bounded by the same
+``retune_suite.operators.fixed_point``'s x̂_c, whose own distance to the true g is bounded by the
+same
 Proposition 2 at x̂_c, its residual counted to 1e3 ulps of ‖x̂_c‖ (:func:`truth`): the check is
 ‖g_ref − grad‖ ≤ certificate + reference bound + a rounding allowance of 1e3 float64 ulps of
 the gradient magnitudes compared (the allowance of ``bounds/report.py``; not a loosening).
@@ -26,12 +27,12 @@ import torch
 from hypothesis import example, given, note
 from hypothesis import strategies as st
 from hypothesis.errors import InvalidArgument
+from retune_suite.bounds import statements as S
+from retune_suite.bounds.report import FP_ULPS
+from retune_suite.operators import InvalidInputError, fixed_point, hypergrad, restart, unroll
+from retune_suite.operators.hypergrad.certificate import METHODS, Estimate, implicit_certificate
+from retune_suite.operators.jacobians import jacobian_theta, mixed_derivative, spectral_norm
 
-from bounds import statements as S
-from bounds.report import FP_ULPS
-from operators import InvalidInputError, fixed_point, hypergrad, restart, unroll
-from operators.estimate import METHODS, Estimate, implicit_certificate
-from operators.jacobians import jacobian_theta, mixed_derivative, spectral_norm
 from tests.strategies import Instance, affine, affine_instances, instances, problem_instances
 
 EPS = torch.finfo(torch.float64).eps
@@ -104,7 +105,7 @@ def check_bound(est: Estimate, g: torch.Tensor, ref_cert: float) -> None:
 
 
 def matching(inst: Instance, method: str, T: int, P: int, x_star: torch.Tensor | None = None):
-    """What the function of operators.hypergrad returns for the same arguments."""
+    """What the function of retune_suite.operators.hypergrad returns for the same arguments."""
     if method == "retune":
         return hypergrad.retune(inst.step, inst.theta, inst.x0, inst.loss, inst.K, T)
     if method == "unrolled":
@@ -415,7 +416,7 @@ def test_estimated_beyond_dense_limit():
     assert torch.equal(est.grad, hypergrad.retune(step, theta, x0, loss, 1, 3))
     # the same instance at d = 300 but with the dense limit raised: exact, certified
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr("operators.estimate.DENSE_THETA_LIMIT", 1000)
+        mp.setattr("retune_suite.operators.hypergrad.certificate.DENSE_THETA_LIMIT", 1000)
         dense = hypergrad.estimate("retune", step, theta, x0, loss, K=1, T=3, **kw)
     assert dense.certificate_source["status"] == "certified"
     assert est.certificate == pytest.approx(dense.certificate, rel=1e-12)

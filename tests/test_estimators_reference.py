@@ -11,9 +11,9 @@ import pytest
 import torch
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
+from retune_suite.operators import fixed_point, hypergrad
+from retune_suite.operators.maps.problems import PRIORS, make_problem
 
-from operators import fixed_point, hypergrad
-from operators.problems import PRIORS, make_problem
 from tests.reference import ESTIMATORS, NumpyProblem, reference_gradients
 
 F64 = torch.float64

@@ -7,9 +7,9 @@ import pytest
 import torch
 from hypothesis import given
 from hypothesis import strategies as st
-
-from bounds import statements as S
-from operators import fixed_point, hypergrad, problems, restart, unroll
+from retune_suite.bounds import statements as S
+from retune_suite.operators import fixed_point, hypergrad, restart, unroll
+from retune_suite.operators.maps import problems
 
 SMOOTH = ("ridge", "logcosh")
 H = 1e-6  # central differences: truncation O(h²) ≈ 1e-12, rounding O(eps/h) ≈ 1e-10
@@ -81,7 +81,7 @@ def test_neumann_converges_to_deq_at_rate(prior, K, seed):
     g = hypergrad.deq_exact(p.step, p.theta, x_star, p.loss, K)
     delta = p.delta(K)
     grad_loss = torch.linalg.vector_norm(x_star - p.target).item()
-    from bounds.constants import dtheta_norm
+    from retune_suite.bounds.constants import dtheta_norm
 
     dtheta = dtheta_norm(unroll(p.step, K), x_star, p.theta)
     eps = torch.finfo(torch.float64).eps
@@ -143,7 +143,7 @@ def test_deq_solve_methods_agree_and_fail_loudly():
         )
         torch.testing.assert_close(gs, g, rtol=1e-9, atol=1e-12)
         assert stats.residuals[-1] <= 1e-12
-    from operators.errors import ConvergenceError
+    from retune_suite.operators.errors import ConvergenceError
 
     with pytest.raises(ConvergenceError, match="did not reach"):
         hypergrad.deq_solve(

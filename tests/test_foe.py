@@ -1,10 +1,11 @@
-"""The fields-of-experts family (operators.foe): operators, constants, estimators, statements.
+"""The fields-of-experts family (operators.maps.foe): operators, constants, estimators, statements.
 
 Float64; the dense checks on images of at most 2×6×6 (n ≤ 72), the builder test on 3×8×8
 and one 3×32×32 deblurring case. Hypothesis draws random filters, weights, ε, images, K and T
 (the suite's profile, tests/conftest.py). The analytic constants must be at least the
 measured ones (dense SVDs, exact secants); every estimator is checked against finite
-differences or deq_exact; the paper's statements are checked with bounds.verify as on the
+differences or deq_exact; the paper's statements are checked with retune_suite.bounds.verify as on
+the
 other exact families (tests/test_statements.py).
 """
 
@@ -17,11 +18,11 @@ import pytest
 import torch
 from hypothesis import given, note, settings
 from hypothesis import strategies as st
-
-import bounds
-from operators import fixed_point, hypergrad, restart, section4, unroll
-from operators.errors import InvalidInputError
-from operators.foe import (
+from retune_suite.operators import fixed_point, hypergrad, restart, unroll
+from retune_suite.operators.errors import InvalidInputError
+from retune_suite.operators.jacobians import jacobian_theta, jacobian_x, spectral_norm
+from retune_suite.operators.maps import section4
+from retune_suite.operators.maps.foe import (
     RHO3,
     FieldsOfExperts,
     conv,
@@ -32,7 +33,8 @@ from operators.foe import (
     init_theta,
     spectrum,
 )
-from operators.jacobians import jacobian_theta, jacobian_x, spectral_norm
+
+from retune_suite import bounds
 
 EPS = torch.finfo(torch.float64).eps
 ULPS = 1e3 * EPS  # the rounding margin of the suite (bounds/report.py)
@@ -405,9 +407,8 @@ def test_reproduce_foe_quick(tmp_path):
     """``retune-suite reproduce foe --preset quick`` trains every (task, estimator, K, T) and
     writes metrics, summary, claims and the figure; a second run without --resume is refused."""
     import pandas as pd
-
-    from experiments.cli import main
-    from experiments.reproduce.foe import FOE_PRESETS, FoeConfig, units
+    from retune_suite.experiments.cli import main
+    from retune_suite.experiments.reproduce.foe import FOE_PRESETS, FoeConfig, units
 
     args = ["reproduce", "foe", "--preset", "quick", "--out", str(tmp_path), "--quiet"]
     assert main(args) == 0

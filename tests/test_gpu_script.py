@@ -12,12 +12,12 @@ import time
 import pandas as pd
 import pytest
 import torch
+from retune_suite.experiments.error_study.cost import CPU_METHOD
+from retune_suite.operators.errors import InvalidInputError
 
 from benchmarks.gpu import parts
 from benchmarks.gpu.modes import MODES
 from benchmarks.gpu.run import main, run_parts
-from experiments.error_study.cost import CPU_METHOD
-from operators.errors import InvalidInputError
 
 
 @pytest.fixture(scope="module")

@@ -4,16 +4,15 @@ from __future__ import annotations
 
 import pytest
 import torch
-
-from operators import (
+from retune_suite.operators import (
     InvalidInputError,
     NotContractiveError,
     fixed_point,
     hypergrad,
-    problems,
     restart,
     unroll,
 )
+from retune_suite.operators.maps import problems
 
 
 def affine_step(x, theta):

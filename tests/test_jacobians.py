@@ -8,10 +8,10 @@ import pytest
 import torch
 from hypothesis import given
 from hypothesis import strategies as st
+from retune_suite.bounds import constants
+from retune_suite.operators import fixed_point, jacobians, unroll
+from retune_suite.operators.maps import problems
 from torch.func import jvp, vjp
-
-from bounds import constants
-from operators import fixed_point, jacobians, problems, unroll
 
 
 @given(st.sampled_from(problems.PRIORS), st.integers(1, 6), st.integers(0, 1000))

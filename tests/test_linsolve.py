@@ -1,4 +1,4 @@
-"""Restarted GMRES (operators.linsolve) against SciPy, and its failure reports."""
+"""Restarted GMRES (retune_suite.operators.linsolve) against SciPy, and its failure reports."""
 
 from __future__ import annotations
 
@@ -8,9 +8,8 @@ import scipy.sparse.linalg as spla
 import torch
 from hypothesis import given
 from hypothesis import strategies as st
-
-from operators.errors import ConvergenceError
-from operators.linsolve import gmres
+from retune_suite.operators.errors import ConvergenceError
+from retune_suite.operators.linsolve import gmres
 
 
 def _contraction_system(n: int, rate: float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:

@@ -1,13 +1,12 @@
-"""operators.memo: θ-only work once per block, never a stale or graph-less value."""
+"""retune_suite.operators.memo: θ-only work once per block, never a stale or graph-less value."""
 
 from __future__ import annotations
 
 import pytest
 import torch
-
-from operators import hypergrad, restart, unroll
-from operators.memo import block_scope, memoize
-from operators.wavelet_prior import WaveletFB, init_theta
+from retune_suite.operators import hypergrad, restart, unroll
+from retune_suite.operators.maps.wavelet_prior import WaveletFB, init_theta
+from retune_suite.operators.memo import block_scope, memoize
 
 
 def problem(prior="BC", size=16, seed=0):
@@ -100,7 +99,7 @@ def test_retune_unrolled_equal_with_and_without_memo(prior, monkeypatch):
     """The estimators through the memo equal the same estimators with it switched off."""
     import contextlib
 
-    import operators.iteration as iteration
+    import retune_suite.operators.iteration as iteration
 
     fb, theta = problem(prior)
     u0 = fb.initial()

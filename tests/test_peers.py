@@ -10,8 +10,7 @@ import sys
 import pandas as pd
 import pytest
 import torch
-
-from experiments.bench import (
+from retune_suite.experiments.bench import (
     Bench,
     BenchConfig,
     missing,
@@ -20,9 +19,9 @@ from experiments.bench import (
     torchdeq_gradient,
     validate,
 )
-from experiments.bench.ours import MEMORY_T, memory_name
-from operators import fixed_point, hypergrad
-from operators.errors import InvalidInputError
+from retune_suite.experiments.bench.ours import MEMORY_T, memory_name
+from retune_suite.operators import fixed_point, hypergrad
+from retune_suite.operators.errors import InvalidInputError
 
 # K·T = steps = 4, 3 backward iterations: every code path, a few seconds; one thread, because
 # small tensors on an oversubscribed machine spend most of their time in OpenMP barriers
@@ -184,7 +183,7 @@ def test_validate_rejects_unequal_work():
 
 def test_config_fields_become_flags():
     """Every field has a default and a type the CLI derives a flag from; ``--peers`` a switch."""
-    from experiments.cli import _add_dataclass_arguments
+    from retune_suite.experiments.cli import _add_dataclass_arguments
 
     parser = argparse.ArgumentParser()
     _add_dataclass_arguments(parser, BenchConfig)
@@ -196,7 +195,7 @@ def test_config_fields_become_flags():
 
 def test_an_earlier_run_is_not_overwritten(tmp_path, capsys):
     """An --out that holds results is refused before any work, naming the two ways on."""
-    from experiments.cli import main
+    from retune_suite.experiments.cli import main
 
     (tmp_path / "bench.csv").write_text("earlier run\n")
     cfg = BenchConfig(**TINY, out=str(tmp_path))

@@ -9,9 +9,8 @@ import pytest
 import torch
 from hypothesis import given
 from hypothesis import strategies as st
-
-from operators import InvalidInputError
-from operators.physics import (
+from retune_suite.operators import InvalidInputError
+from retune_suite.operators.maps.physics import (
     DENOISE_SIGMA,
     TASKS,
     DeblurringModel,
@@ -284,7 +283,7 @@ def test_observe_with_cpu_generator_on_cuda_names_the_fix():
 
 
 def test_import_does_not_load_deepinv():
-    code = "import sys, operators.physics; assert 'deepinv' not in sys.modules"
+    code = "import sys, retune_suite.operators.maps.physics; assert 'deepinv' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True)
 
 
@@ -307,7 +306,7 @@ def test_adjointness_test_agrees_with_deepinv(task):
     assert adjointness_test(model, (1, 3, *SIZE), g) < 1e-12
     x = torch.randn(1, 3, *SIZE, generator=g, dtype=torch.float64)
     y = torch.randn(model.A(x).shape, generator=g, dtype=torch.float64)
-    from operators.jacobians import dot_product_gap
+    from retune_suite.operators.jacobians import dot_product_gap
 
     # random x, y make ⟨Ax, y⟩ ~ ‖Ax‖‖y‖/√n, so a 1% error shows as ~1e-2/√n ≈ 1e-4: far
     # above the 1e-12 float64 tolerance every adjointness test of the suite uses

@@ -7,10 +7,10 @@ import math
 
 import pytest
 import torch
-
-from operators import fixed_point, hypergrad, pnp, unroll
-from operators.errors import InvalidInputError
-from operators.jacobians import jacobian_x, spectral_norm
+from retune_suite.operators import fixed_point, hypergrad, unroll
+from retune_suite.operators.errors import InvalidInputError
+from retune_suite.operators.jacobians import jacobian_x, spectral_norm
+from retune_suite.operators.maps import pnp
 
 NC, NB = (8, 16, 32, 64), 1  # tiny DRUNet: any H, W works (padded to multiples of 16)
 H = 1e-6  # central differences: truncation O(h²) ≈ 1e-12, rounding O(eps/h) ≈ 1e-10
@@ -27,7 +27,7 @@ def _one_thread():
 
 
 class Mask:
-    """Inpainting stand-in for operators.physics: A = m ⊙ x, ‖A‖² = 1."""
+    """Inpainting stand-in for retune_suite.operators.maps.physics: A = m ⊙ x, ‖A‖² = 1."""
 
     def __init__(self, mask: torch.Tensor):
         self.mask = mask

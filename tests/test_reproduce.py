@@ -15,12 +15,11 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-
-from experiments import reproduce as rp
-from experiments.cli import main
-from experiments.reproduce.figures import reproduce_figure
-from experiments.reproduce.train import FIGURES, batch_indices
-from operators.errors import InvalidInputError
+from retune_suite.experiments import reproduce as rp
+from retune_suite.experiments.cli import main
+from retune_suite.experiments.reproduce.figures import reproduce_figure
+from retune_suite.experiments.reproduce.train import FIGURES, batch_indices
+from retune_suite.operators.errors import InvalidInputError
 
 
 def tiny(out: Path, **changes) -> rp.ReproduceConfig:
@@ -362,7 +361,7 @@ def test_inspection_leaves_the_run_unchanged_and_splits_the_error(tmp_path):
 def test_crosscheck_diagonal_is_the_runs_test_psnr(fig1_run):
     """Each θ at its own (K, T) gives the run's test PSNR again; at x̂ the (1, 1) θ is another
     estimator (a learned one-step shrinkage), the (10, 10) θ nearly its fixed point."""
-    from experiments.reproduce.crosscheck import crosscheck
+    from retune_suite.experiments.reproduce.crosscheck import crosscheck
 
     frame = crosscheck(fig1_run)
     summary = pd.read_csv(fig1_run / "summary.csv")
@@ -383,8 +382,8 @@ def test_crosscheck_records_a_diverged_evaluation(fig1_run, tmp_path, monkeypatc
     is a row with diverged = True and NaN PSNR, not the end of the cross-check."""
     import shutil
 
-    from experiments.reproduce import crosscheck as cc
-    from operators.errors import NotContractiveError
+    from retune_suite.experiments.reproduce import crosscheck as cc
+    from retune_suite.operators.errors import NotContractiveError
 
     real = cc.restart
 
@@ -402,7 +401,7 @@ def test_crosscheck_records_a_diverged_evaluation(fig1_run, tmp_path, monkeypatc
 
 
 def test_start_observation_is_u0_Dy():
-    from experiments.reproduce.train import Problem, make_data
+    from retune_suite.experiments.reproduce.train import Problem, make_data
 
     clean = torch.rand(2, 3, 32, 32, dtype=torch.float64)
     data = make_data("deblur", clean, clean, 0, torch.device("cpu"), torch.float64, noise=0.1)
@@ -465,7 +464,7 @@ def test_fig2_three_models_end_to_end(tmp_path, capsys):
     assert {f"estimate_{m}" for m in FIGURES["fig2"].models} <= set(recon.files)
     # crosscheck evaluates the FB-PnP θ too (with the run's DRUNet, at the (σ, τ) of (b)): its
     # diagonal is the run's test PSNR; no fixed point for FB-PnP
-    from experiments.reproduce.crosscheck import crosscheck
+    from retune_suite.experiments.reproduce.crosscheck import crosscheck
 
     frame = crosscheck(folder)
     for r in pd.read_csv(folder / "summary.csv").itertuples():
@@ -509,9 +508,9 @@ def test_pretrain_denoiser_resume_refuses_changed_settings(tmp_path, capsys):
 
 def _batch(model: str, dtype=torch.float64):
     """A fig1 batch of 4 pairs (32×32) at θ⁰: (Problem, its section-4 problem, θ, clean)."""
-    from experiments.common.data import crops
-    from experiments.reproduce import train as tr
-    from experiments.reproduce.command import _split
+    from retune_suite.experiments.common.data import crops
+    from retune_suite.experiments.reproduce import train as tr
+    from retune_suite.experiments.reproduce.command import _split
 
     train_images, _ = _split(rp.ReproduceConfig(test_images=1))
     clean = crops(train_images, 32, 4, 0)
@@ -529,8 +528,8 @@ def _batch(model: str, dtype=torch.float64):
 def test_step_gives_exactly_the_hypergrad_estimator(estimator, model):
     """The training step goes through operators.estimate and gives the gradient of the matching
     hypergrad function bit for bit, and the iterate it was taken at."""
-    from experiments.reproduce import train as tr
-    from operators import fixed_point, hypergrad, restart
+    from retune_suite.experiments.reproduce import train as tr
+    from retune_suite.operators import fixed_point, hypergrad, restart
 
     _, p, theta, clean = _batch(model)
     K, T = 2, 3
@@ -565,7 +564,7 @@ def test_step_gives_exactly_the_hypergrad_estimator(estimator, model):
 
 def _same(a, b) -> bool:
     """θ-structured gradients equal bit for bit, leaf by leaf."""
-    from operators.theta import as_tuple
+    from retune_suite.operators.theta import as_tuple
 
     left, right = as_tuple(a), as_tuple(b)
     return len(left) == len(right) and all(
@@ -577,8 +576,8 @@ def _same(a, b) -> bool:
 def test_T_auto_step_is_retune_at_the_T_it_used(model):
     """--T auto: the first T whose distance bound δ_K r_T/(1 − δ_K) is <= tol, at most T_max,
     and g is hypergrad.retune at that T, bit for bit."""
-    from experiments.reproduce import train as tr
-    from operators import hypergrad, restart
+    from retune_suite.experiments.reproduce import train as tr
+    from retune_suite.operators import hypergrad, restart
 
     _, p, theta, clean = _batch(model)
     K, T_max, tol = 2, 30, 4.0
@@ -647,8 +646,7 @@ def test_cpu_preset_is_the_documented_pnp_setting():
     quarter of deepinv's width with one block per scale (the count its docstring states), and
     ``pretrain-denoiser --preset cpu`` trains the same network ``reproduce`` looks for."""
     from deepinv.models import DRUNet
-
-    from experiments.reproduce.presets import DENOISER_PRESETS
+    from retune_suite.experiments.reproduce.presets import DENOISER_PRESETS
 
     cpu = rp.PRESETS["cpu"]
     steps = cpu["train_pairs"] // cpu["batch"] * cpu["epochs"]
@@ -687,7 +685,7 @@ def test_claims_tell_a_tie_from_a_difference():
     """Configurations trained on the same batches share the image-to-image scatter (±1 dB)
     and differ by 0.08 dB of training noise per step: 0.02 dB apart is a tie, reported as
     such; 0.5 dB apart is resolved although the unpaired scatter (0.57 dB) is larger."""
-    from experiments.reproduce.claims import (
+    from retune_suite.experiments.reproduce.claims import (
         check_claims,
         claims_paragraph,
         difference_and_noise,

@@ -1,4 +1,4 @@
-"""The one builder of the section-4 problems (operators.section4), float64, small.
+"""The one builder of the section-4 problems (retune_suite.operators.maps.section4), float64, small.
 
 The step, θ, x₀, loss and read-out are compared, bit for bit, with the construction the error
 study, the benchmarks and Algorithm 1's training each wrote out before the builder existed
@@ -10,12 +10,16 @@ from __future__ import annotations
 
 import pytest
 import torch
-
-from operators import section4
-from operators.errors import InvalidInputError
-from operators.physics import make_forward_model
-from operators.pnp import fb_pnp_sigma_tau, fb_pnp_weights, load_drunet, sigma_tau_theta
-from operators.wavelet_prior import WaveletFB, init_theta
+from retune_suite.operators.errors import InvalidInputError
+from retune_suite.operators.maps import section4
+from retune_suite.operators.maps.physics import make_forward_model
+from retune_suite.operators.maps.pnp import (
+    fb_pnp_sigma_tau,
+    fb_pnp_weights,
+    load_drunet,
+    sigma_tau_theta,
+)
+from retune_suite.operators.maps.wavelet_prior import WaveletFB, init_theta
 
 TASKS = ("denoise", "inpaint", "deblur")
 SIZE, BATCH, SEED = 32, 2, 3
@@ -160,9 +164,9 @@ def test_bad_input_names_the_fix(clean):
 
 def test_peers_bench_starts_where_the_error_study_does():
     """The same crops, noise and map: the bench's x₀ is the error study's (no more θ₀Dy)."""
-    from experiments.bench import Bench, BenchConfig
-    from experiments.error_study import ErrorStudyConfig, Study
-    from experiments.error_study.study import Metrics
+    from retune_suite.experiments.bench import Bench, BenchConfig
+    from retune_suite.experiments.error_study import ErrorStudyConfig, Study
+    from retune_suite.experiments.error_study.study import Metrics
 
     cpu = torch.device("cpu")
     bench = Bench(BenchConfig(size=SIZE, batch=1, seed=SEED), cpu)

@@ -1,8 +1,9 @@
 """The paper's statements, as printed and corrected, as float64 property tests.
 
-Every inequality is checked with :func:`bounds.verify`, whose ``holds`` allows only a
+Every inequality is checked with :func:`retune_suite.bounds.verify`, whose ``holds`` allows only a
 rounding margin of 1e3 float64 ulps of the magnitudes compared (``bounds/report.py``; verify
-refuses other dtypes). Every constant is exact where the proofs use it (``bounds.constants``).
+refuses other dtypes). Every constant is exact where the proofs use it
+(``retune_suite.bounds.constants``).
 """
 
 from __future__ import annotations
@@ -12,10 +13,10 @@ import torch
 from hypothesis import given, note
 from hypothesis import strategies as st
 from hypothesis.errors import InvalidArgument
+from retune_suite.bounds import statements as S
+from retune_suite.operators import fixed_point, restart
 
-import bounds
-from bounds import statements as S
-from operators import fixed_point, restart
+from retune_suite import bounds
 from tests.strategies import Instance, affine, affine_instances, instances, problem_instances
 
 

@@ -20,13 +20,12 @@ from types import SimpleNamespace
 
 import pandas as pd
 import pytest
-
-from experiments import reproduce as rp
-from experiments.cli import main
-from experiments.sweep import run as sweep
-from experiments.sweep.point import DONE, FAILURE, LOCK, acquire, release, stale_reason
-from experiments.sweep.spec import expand, load_spec
-from operators.errors import InvalidInputError
+from retune_suite.experiments import reproduce as rp
+from retune_suite.experiments.cli import main
+from retune_suite.experiments.sweep import run as sweep
+from retune_suite.experiments.sweep.point import DONE, FAILURE, LOCK, acquire, release, stale_reason
+from retune_suite.experiments.sweep.spec import expand, load_spec
+from retune_suite.operators.errors import InvalidInputError
 
 ROOT = Path(__file__).resolve().parents[1]
 # fig1 on one batch of 4 pairs of 32×32, float64 on one CPU thread: about 0.05 s a step at
@@ -407,7 +406,7 @@ def test_sweep_process_killed_then_restarted_completes(cluster, tmp_path):
         workers=2,
     )
     process = subprocess.Popen(
-        [sys.executable, "-m", "experiments.cli", "sweep", str(spec)],
+        [sys.executable, "-m", "retune_suite.experiments.cli", "sweep", str(spec)],
         cwd=ROOT,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,

@@ -9,11 +9,10 @@ from __future__ import annotations
 
 import pandas as pd
 import pytest
-
-from experiments.cli import main
-from experiments.error_study.verdicts import VerdictConfig, run_verdicts
-from operators import hypergrad
-from operators.errors import InvalidInputError
+from retune_suite.experiments.cli import main
+from retune_suite.experiments.error_study.verdicts import VerdictConfig, run_verdicts
+from retune_suite.operators import hypergrad
+from retune_suite.operators.errors import InvalidInputError
 
 
 @pytest.fixture

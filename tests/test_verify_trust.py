@@ -1,4 +1,5 @@
-"""``bounds.verify`` never reports a true statement as violated (issue 11's three cases).
+"""``retune_suite.bounds.verify`` never reports a true statement as violated (issue 11's three
+cases).
 
 Each test is a case where the previous ``verify`` said ``holds = False`` for a statement that
 is true: a sampled Hessian sup, a measured local δ used as a Lipschitz constant, and a NaN
@@ -13,9 +14,9 @@ import math
 import pytest
 import torch
 from hypothesis import given
+from retune_suite.bounds import statements as S
 
-import bounds
-from bounds import statements as S
+from retune_suite import bounds
 from tests.test_estimate import certified_instances, constants
 
 F64 = torch.float64
@@ -88,8 +89,8 @@ def test_wavy_map_with_its_lipschitz_constant_holds():
 def test_power_iteration_delta_gives_no_lemma1_verdict(monkeypatch):
     """Beyond the dense limit the local δ comes from a power iteration (a lower estimate):
     Lemma 1 then gets no verdict unless δ is given."""
-    monkeypatch.setattr("operators.hypergrad.DENSE_LIMIT", 3)
-    monkeypatch.setattr("bounds.constants.DENSE_LIMIT", 3)
+    monkeypatch.setattr("retune_suite.operators.hypergrad.estimators.DENSE_LIMIT", 3)
+    monkeypatch.setattr("retune_suite.bounds.constants.DENSE_LIMIT", 3)
     theta = torch.tensor([0.5], dtype=F64)
 
     def step(x, th):

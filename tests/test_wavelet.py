@@ -9,9 +9,13 @@ import pytest
 import torch
 from hypothesis import given
 from hypothesis import strategies as st
-
-from operators import InvalidInputError
-from operators.wavelet import Wavelet2D, _filters, adjointness_test, reconstruction_error
+from retune_suite.operators import InvalidInputError
+from retune_suite.operators.maps.wavelet import (
+    Wavelet2D,
+    _filters,
+    adjointness_test,
+    reconstruction_error,
+)
 
 pywt = pytest.importorskip("pywt")
 

@@ -7,13 +7,12 @@ import os
 
 import pytest
 import torch
-
-from bounds.constants import delta_measured
-from operators import fixed_point, hypergrad, unroll
-from operators.compiled import ENV
-from operators.errors import InvalidInputError
-from operators.prox import group_soft_threshold
-from operators.wavelet_prior import WaveletFB, init_theta
+from retune_suite.bounds.constants import delta_measured
+from retune_suite.operators import fixed_point, hypergrad, unroll
+from retune_suite.operators.compiled import ENV
+from retune_suite.operators.errors import InvalidInputError
+from retune_suite.operators.maps.prox import group_soft_threshold
+from retune_suite.operators.maps.wavelet_prior import WaveletFB, init_theta
 
 
 class Identity:

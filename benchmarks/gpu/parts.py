@@ -25,8 +25,11 @@ from typing import Any
 
 import pandas as pd
 import torch
-
-from experiments.common.io import write_csv_atomic, write_json_atomic, write_text_atomic
+from retune_suite.experiments.common.io import (
+    write_csv_atomic,
+    write_json_atomic,
+    write_text_atomic,
+)
 
 from .modes import Mode
 
@@ -156,7 +159,7 @@ def run_command(
 
 def _cli(ctx: Context, name: str, args: list[str], timeout: float) -> dict[str, Any]:
     """One ``retune-suite`` command as a subprocess; its log in ``<name>/log.txt``."""
-    command = [sys.executable, "-m", "experiments.cli", *args]
+    command = [sys.executable, "-m", "retune_suite.experiments.cli", *args]
     code, seconds = run_command(command, ctx.out / name / "log.txt", timeout)
     status = "ok" if code == 0 else ("timeout" if code is None else f"exit {code}")
     return {"status": status, "command": " ".join(command[1:]), "seconds": seconds}
@@ -205,9 +208,10 @@ def bandwidth(ctx: Context) -> dict[str, Any]:
     """The no-graph restart loop Φ_K^T against the device's copy bandwidth (the cost model of
     benchmarks/restart.py: 4 passes over the batch per step), eager and, on CUDA, with CUDA
     graphs; at the benchmarks' batch and at one too large for the caches."""
+    from retune_suite.operators import restart
+
     from benchmarks.common import wavelet_problem
     from benchmarks.restart import PASSES_PER_STEP, copy_bandwidth
-    from operators import restart
 
     mode, device = ctx.mode, ctx.device
     share = time.monotonic() + mode.shares["bandwidth"] * max(ctx.left(), 0.0)
@@ -257,10 +261,11 @@ def estimators(ctx: Context) -> dict[str, Any]:
     """The asv Hypergradient figures on the device: median time of ``repeats`` warm calls and
     the allocator's peak above the level before (CUDA ``max_memory_allocated``), per
     estimator and T, x̂ solved on the device as in the asv suite (Anderson to its rtol)."""
+    from retune_suite.experiments.error_study.cost import allocated_peak
+    from retune_suite.operators import fixed_point
+
     from benchmarks.common import wavelet_problem
     from benchmarks.hypergradient import ESTIMATORS, FIXED_POINT_RTOL, _call
-    from experiments.error_study.cost import allocated_peak
-    from operators import fixed_point
 
     mode, device = ctx.mode, ctx.device
     share = time.monotonic() + mode.shares["estimators"] * max(ctx.left(), 0.0)

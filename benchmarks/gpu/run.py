@@ -26,8 +26,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from experiments.common.io import write_json_atomic
-from operators.errors import InvalidInputError
+from retune_suite.experiments.common.io import write_json_atomic
+from retune_suite.operators.errors import InvalidInputError
 
 from . import parts
 from .modes import MODES

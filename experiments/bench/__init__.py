@@ -9,12 +9,14 @@ image), u₀ = Dy for ours (the paper's x₀, after eq. (52), and the error stud
 Two maps are differentiated, because the libraries do not ship the same wavelet prior:
 
 ``ours``
-    :class:`operators.wavelet_prior.WaveletFB`, eq. (51): D orthonormal (periodized), group
+    :class:`retune_suite.operators.maps.wavelet_prior.WaveletFB`, eq. (51): D orthonormal
+    (periodized), group
     ℓ₁,₂ over (band, channel) (θ_BC), τ = 1.95·min θ²; for A = Id the step is elementwise in
     the wavelet domain (no transform inside the loop). The iterate is u (image Dᵀθ⁻¹u), the
     hyperparameter θ_BC = (log λ (4,), log Λ (3, 3)) with λ_j = exp(log_lambda), Λ = 1, the
     start u₀ = Dy and the loss L(u) = ½‖Dᵀθ₀⁻¹u − x̄‖² with θ₀ frozen: the problem of
-    ``retune-suite errors``, from :func:`operators.section4.build` (the read-out's direct
+    ``retune-suite errors``, from :func:`retune_suite.operators.maps.section4.build` (the read-out's
+    direct
     θ-term, the same for every estimator at a given point, is left out, so every method
     differentiates through the fixed point only, as the peers do). It contracts at
     ω = max(1 − τ, |1 − τ/λ²|) = 0.95 for λ = e^{-1.5}.
@@ -33,7 +35,8 @@ its output; for the DEQ rows that is the backward iterations plus one for ∂θ�
 
 * ours: ReTune K×T (eq. 25), JFB after ``steps`` steps, AD through ``steps`` unrolled steps,
   and the DEQ gradient after ``steps`` steps by GMRES on the adjoint equation
-  (:func:`operators.hypergrad.deq_solve`, restart cycles of ``gmres_restart`` products: in
+  (:func:`retune_suite.operators.hypergrad.deq_solve`, restart cycles of ``gmres_restart`` products:
+  in
   float32 a longer Krylov basis loses orthogonality and stalls near 2e-5 here) twice: given
   ``backward_iters`` VJPs (``×50``: :func:`.ours.krylov_products` Krylov products and the
   residuals computed at each restart and at the end — the peers' IFT does ``backward_iters``
@@ -62,7 +65,8 @@ the looser of the two when the adjoint amplifies (‖w‖ > ‖b‖). They run a
 20·``backward_iters`` iterations (status says when that cap stopped them).
 
 Timing: ``warmup`` untimed calls, then ``repeats`` timed calls (median wall time, median
-working set = peak RSS minus RSS before the call, :func:`experiments.common.measure.measure`,
+working set = peak RSS minus RSS before the call,
+:func:`retune_suite.experiments.common.measure.measure`,
 after :func:`.timing.release_free_memory`); the peers' "→ tolerance" rows are timed once
 without warm-up.
 ``load_1min`` is the machine's load average when the row finished. ``forward_error`` is the
@@ -72,7 +76,8 @@ imported gives a row ``not installed: ...``; the run goes on.
 
 Accuracy: ‖g − g_ref‖/‖g_ref‖ against the DEQ gradient of the same map in float64 at the same
 size (fixed point by Anderson to ``fixed_point_rtol``, then
-:func:`operators.hypergrad.deq_solve` by GMRES to ``reference_tol``). ``forward_agreement``
+:func:`retune_suite.operators.hypergrad.deq_solve` by GMRES to ``reference_tol``).
+``forward_agreement``
 compares a peer's output with our iteration of the same map (``steps`` + 1 steps). An
 ``--out`` that already holds results is refused unless ``--overwrite`` is given.
 

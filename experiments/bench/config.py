@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from operators.errors import InvalidInputError
+from retune_suite.operators.errors import InvalidInputError
 
 from ..common.devices import resolve_device
 

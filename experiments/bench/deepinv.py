@@ -13,8 +13,7 @@ absolute), so the bench runs, with ``not installed`` rows, where deepinv is miss
 from __future__ import annotations
 
 import torch
-
-from operators.errors import RetuneError
+from retune_suite.operators.errors import RetuneError
 
 from .config import LEVELS, TOL_CAP, WAVELET
 from .problem import Bench, Call, Spec, flat, library, rel

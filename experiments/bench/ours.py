@@ -5,9 +5,8 @@ from __future__ import annotations
 import math
 
 import torch
-
-from operators import hypergrad, restart
-from operators.errors import ConvergenceError
+from retune_suite.operators import hypergrad, restart
+from retune_suite.operators.errors import ConvergenceError
 
 from .config import TOL_CAP, BenchConfig
 from .problem import Bench, Call, Spec, flat, not_a_fixed_point_ok

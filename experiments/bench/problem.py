@@ -11,8 +11,8 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import torch
-
-from operators import fixed_point, hypergrad, restart, section4
+from retune_suite.operators import fixed_point, hypergrad, restart
+from retune_suite.operators.maps import section4
 
 from .config import BenchConfig
 from .counting import VJPCounter
@@ -106,13 +106,14 @@ def not_a_fixed_point_ok() -> Iterator[None]:
 class Bench:
     """The denoising problem in float32 (timed) and float64 (references), both maps.
 
-    Our map is :func:`operators.section4.build` ("denoise", "wavelet-BC"): the error study's
+    Our map is :func:`retune_suite.operators.maps.section4.build` ("denoise", "wavelet-BC"): the
+    error study's
     problem, started from the same x₀ = Dy. The float64 problem solves the float32 data
     exactly (y in float64 is the float32 y, not a new draw).
     """
 
     def __init__(self, cfg: BenchConfig, device: torch.device):
-        from experiments.common.data import crops, embedded_images
+        from retune_suite.experiments.common.data import crops, embedded_images
 
         self.cfg, self.device = cfg, device
         f32, f64 = torch.float32, torch.float64

@@ -27,8 +27,8 @@ class PtwtFB:
     Ψ = ``ptwt.wavedec2(·, mode="zero")`` (a redundant frame, not orthonormal), Ψ⁺ =
     ``ptwt.waverec2``, soft thresholding of the detail coefficients only; λ a 0-dim tensor.
     It contracts at about 1 − γ. deepinv iterates the same map when given ``lambda = λ/0.1``
-    (:data:`experiments.bench.deepinv.DEEPINV_THS`);
-    :func:`experiments.bench.deepinv.check_map` checks it.
+    (:data:`retune_suite.experiments.bench.deepinv.DEEPINV_THS`);
+    :func:`retune_suite.experiments.bench.deepinv.check_map` checks it.
     """
 
     y: torch.Tensor

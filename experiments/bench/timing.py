@@ -9,8 +9,7 @@ import os
 import statistics
 
 import torch
-
-from operators.errors import RetuneError
+from retune_suite.operators.errors import RetuneError
 
 from ..common.measure import measure
 from .problem import Bench, Spec, missing, rel
@@ -30,7 +29,8 @@ def release_free_memory() -> None:
     """Collect garbage and hand freed heap pages back to the OS (glibc ``malloc_trim``).
 
     Without it a long-lived process serves each call from memory an earlier call freed, RSS
-    does not grow, and :func:`experiments.common.measure.measure` reports a working set of ~0.
+    does not grow, and :func:`retune_suite.experiments.common.measure.measure` reports a working set
+    of ~0.
     """
     gc.collect()
     libc = _libc()

@@ -40,7 +40,8 @@ def torchdeq_gradient(
     r"""A call that computes ∂_θ L(z*(θ)) with the torchdeq module ``deq`` on ``step(z, θ)``.
 
     θ is a tensor or a tuple of tensors, differentiated through detached copies (as
-    :mod:`operators.hypergrad` does). The call returns (the gradient, flat, float64 on the
+    :mod:`retune_suite.operators.hypergrad` does). The call returns (the gradient, flat, float64 on
+    the
     CPU; the solver's output z, one step after its last iterate).
     """
     single = isinstance(theta, torch.Tensor)

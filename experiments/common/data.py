@@ -22,8 +22,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-
-from operators.errors import InvalidInputError
+from retune_suite.operators.errors import InvalidInputError
 
 EMBEDDED = (
     "astronaut.png",

@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import torch
-
-from operators.errors import InvalidInputError
+from retune_suite.operators.errors import InvalidInputError
 
 
 def resolve_device(name: str | torch.device) -> torch.device:

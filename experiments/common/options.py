@@ -7,7 +7,7 @@ import dataclasses
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from operators.errors import InvalidInputError
+from retune_suite.operators.errors import InvalidInputError
 
 
 def parse_list(

@@ -6,7 +6,7 @@ import dataclasses
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from operators.errors import InvalidInputError
+from retune_suite.operators.errors import InvalidInputError
 
 
 def _as_dict(config: Any) -> dict[str, Any]:

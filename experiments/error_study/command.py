@@ -9,8 +9,7 @@ from typing import Any
 
 import pandas as pd
 import torch
-
-from operators.errors import InvalidInputError
+from retune_suite.operators.errors import InvalidInputError
 
 from ..common.devices import resolve_device
 from ..common.io import write_json_atomic
@@ -52,7 +51,8 @@ def run_errors(cfg: ErrorStudyConfig) -> int:
     """Run the study; every row is written to ``metrics.csv`` as soon as it is computed.
 
     With ``--resume`` the saved configuration must be the one asked for (only the fields of
-    :data:`~experiments.error_study.config.RESUMABLE` may change), and rows already written
+    :data:`~retune_suite.experiments.error_study.config.RESUMABLE` may change), and rows already
+    written
     are skipped; without it an existing ``metrics.csv`` is never overwritten.
     """
     from .figures import error_study_figures

@@ -15,8 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from operators.errors import InvalidInputError
-from operators.section4 import TASKS
+from retune_suite.operators.errors import InvalidInputError
+from retune_suite.operators.maps.section4 import TASKS
 
 from ..common.devices import resolve_device
 from ..common.options import TypedFields, parse_list
@@ -34,7 +34,7 @@ __all__ = [
 
 PRIORS = ("wavelet-B", "wavelet-BC", "pnp", "foe")
 """The error study's priors (``pnp`` is FB-PnP with θ = (σ, τ), ``foe`` the fields of experts of
-operators.foe; operators.section4)."""
+operators.foe; retune_suite.operators.maps.section4)."""
 KEY = ("task", "prior", "size", "batch", "dtype", "seed", "estimator", "K", "T", "P")
 """What identifies a row of ``metrics.csv``: the problem (task, prior, crop size, batch,
 dtype, seed of the crops and noise) and the estimator with its (K, T, P)."""
@@ -109,7 +109,8 @@ class ErrorStudyConfig(TypedFields):
         default=1e-7, metadata={"help": "relative step of the fixed point x̂"}
     )
     fixed_point_method: str = field(
-        default="anderson", metadata={"help": "fixed-point solver (operators.fixed_point)"}
+        default="anderson",
+        metadata={"help": "fixed-point solver (retune_suite.operators.fixed_point)"},
     )
     log_lambda: float = field(default=-2.0, metadata={"help": "log λ_j of the wavelet priors"})
     segment_points: int = field(

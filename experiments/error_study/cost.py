@@ -33,10 +33,9 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
+from retune_suite.operators.errors import InvalidInputError
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves
-
-from operators.errors import InvalidInputError
 
 __all__ = ["Cost", "LiveStorages", "allocated_peak", "measure_cost"]
 

@@ -15,23 +15,25 @@ call; ``peak_bytes``/``memory_kind``: sampled RSS above a baseline that earlier 
 had already raised, near 0 for ReTune) resume with NaN in the new columns and are kept as
 they were.
 
-The problem comes from :func:`operators.section4.build`: x₀ = D Aᵀy (Dy for denoising, the
+The problem comes from :func:`retune_suite.operators.maps.section4.build`: x₀ = D Aᵀy (Dy for
+denoising, the
 paper's start after eq. (52)) and the loss L(u) = ½‖Dᵀθ₀⁻¹u − x̄‖² with θ₀ the current θ,
 frozen: the theory's setting (a loss that does not depend on θ). The training gradient of the
 paper adds the direct term ∂_θ of the read-out x = Dᵀθ⁻¹u, which is the same for every
 estimator evaluated at û.
 
 The fixed-point estimators (the DEQ reference, JFB (28), Neumann (22)) share one
-linearisation of Φ_K at x̂ per K (:func:`operators.hypergrad.linearise`): their time and
+linearisation of Φ_K at x̂ per K (:func:`retune_suite.operators.hypergrad.linearise`): their time and
 memory are those of the products alone, and ``linearise_seconds`` is the one (cold) forward
 pass of Φ_K with its graph that they share.
 
 Every row is written to ``metrics.csv`` as soon as it is computed (atomically); a row whose
-key (:data:`~experiments.error_study.config.KEY`) is already there is skipped, so an
+key (:data:`~retune_suite.experiments.error_study.config.KEY`) is already there is skipped, so an
 interrupted unit resumes where it stopped.
 
 Every ReTune, JFB, Neumann and deq_solve row also carries the a-posteriori certificate of
-:func:`operators.hypergrad.estimate` (an upper bound on ‖g − ĝ‖ computed without x̂), divided
+:func:`retune_suite.operators.hypergrad.estimate` (an upper bound on ‖g − ĝ‖ computed without x̂),
+divided
 by ‖g‖ like the ``bound_*`` columns (``certificate``), its ``certificate_status`` and
 ``certificate_reason``, and the tightness columns ``tightness_certificate`` and
 ``tightness_<bound>`` = column / ``rel_error`` (NaN where the observed error is 0). The
@@ -51,12 +53,12 @@ from typing import Any
 
 import pandas as pd
 import torch
-
-from bounds import constants as C
-from bounds import statements as S
-from operators import fixed_point, hypergrad, restart, section4, unroll
-from operators.errors import ConvergenceError, NotContractiveError
-from operators.estimate import jacobian_free_certificate
+from retune_suite.bounds import constants as C
+from retune_suite.bounds import statements as S
+from retune_suite.operators import fixed_point, hypergrad, restart, unroll
+from retune_suite.operators.errors import ConvergenceError, NotContractiveError
+from retune_suite.operators.hypergrad.certificate import jacobian_free_certificate
+from retune_suite.operators.maps import section4
 
 from ..common.devices import resolve_device
 from ..common.io import write_csv_atomic
@@ -125,8 +127,8 @@ def _denoiser_path(cfg: ErrorStudyConfig) -> Path:
     """--denoiser, or a small DRUNet trained once on the embedded images into the run folder."""
     if cfg.denoiser is not None:
         return Path(cfg.denoiser)
-    from experiments.common.data import crops
-    from experiments.reproduce.denoiser import DenoiserConfig, train_denoiser
+    from retune_suite.experiments.common.data import crops
+    from retune_suite.experiments.reproduce.denoiser import DenoiserConfig, train_denoiser
 
     folder = Path(cfg.out) / "denoiser"
     if (folder / "drunet.pt").exists():
@@ -150,7 +152,7 @@ def _denoiser_path(cfg: ErrorStudyConfig) -> Path:
 
 @functools.lru_cache(maxsize=4)
 def _images(folder: str | None) -> list:
-    from experiments.common.data import embedded_images, load_folder
+    from retune_suite.experiments.common.data import embedded_images, load_folder
 
     return load_folder(folder) if folder else embedded_images()
 
@@ -159,7 +161,7 @@ class Study:
     """One (task, prior): data, map, reference, then rows added to ``metrics`` one by one."""
 
     def __init__(self, cfg: ErrorStudyConfig, task: str, prior: str, metrics: Metrics):
-        from experiments.common.data import crops
+        from retune_suite.experiments.common.data import crops
 
         self.cfg, self.task, self.prior, self.metrics = cfg, task, prior, metrics
         self.unit = (task, prior, cfg.size, cfg.batch, cfg.dtype, cfg.seed)
@@ -168,7 +170,7 @@ class Study:
         clean = crops(_images(cfg.images), cfg.size, cfg.batch, cfg.seed)
         denoiser = None
         if prior == "pnp":
-            from operators.pnp import load_drunet
+            from retune_suite.operators.maps.pnp import load_drunet
 
             denoiser = load_drunet(_denoiser_path(cfg), device=self.device, dtype=self.dtype)
         self.problem = section4.build(
@@ -280,7 +282,8 @@ class Study:
     ) -> dict[str, Any]:
         """The a-posteriori certificate of one row (absolute), its status and reason.
 
-        ReTune: :func:`operators.hypergrad.estimate` (T blocks from x₀ again, without x̂).
+        ReTune: :func:`retune_suite.operators.hypergrad.estimate` (T blocks from x₀ again, without
+        x̂).
         JFB, Neumann and the DEQ solve at x̂: the same certificate as ``estimate`` (without
         ``lipschitz_x``: the JFB certificate at x_s, plus ‖ĝ − g^JF(x_s)‖ unless JFB or P = 0),
         from the row's gradient ``grad`` and the shared linearisation ``lin`` of Φ_K at x_s = x̂
@@ -290,7 +293,8 @@ class Study:
         L_θ is measured (a secant), so a status ``"certified"`` (``estimate`` trusts the numbers
         it is given) is reported as ``"estimated"``; δ_K is measured too where it is not
         analytic (``kind``). FoE denoising (prior ``foe``) has analytic δ_K, L_θ (on
-        :meth:`operators.foe.FieldsOfExperts.run_ball`) and H = 1: its certificates are
+        :meth:`retune_suite.operators.maps.foe.FieldsOfExperts.run_ball`) and H = 1: its
+        certificates are
         ``"certified"`` when ‖∂_θΦ_K‖₂ is exact (dense limits of ``estimate``).
         """
         p = self.problem
@@ -454,7 +458,8 @@ class Study:
             return d, "measured"
 
         # H: the loss ½‖Dᵀθ₀⁻¹u − x̄‖² has Hessian diag(θ₀⁻²) (D orthonormal), exactly; the
-        # FoE loss ½‖x − x̄‖² has H = 1. FoE denoising has an analytic L_θ (operators.foe).
+        # FoE loss ½‖x − x̄‖² has H = 1. FoE denoising has an analytic L_θ
+        # (retune_suite.operators.maps.foe).
         if self.prior == "foe":
             self.H = p.fb.hessian_bound
         else:
@@ -600,7 +605,7 @@ class Study:
 
         L_θ is the exact secant of ∂_θΦ_K at (x_{K(T−1)}, x̂), H the exact secant of ∂_xL at
         (x_{KT}, x̂), and the o-term of the printed statement the exact Taylor remainder of
-        ∂_xL there (:mod:`bounds.constants`).
+        ∂_xL there (:mod:`retune_suite.bounds.constants`).
         """
         p, u_star = self.problem, self.u_star
         step, theta, loss, u0 = p.step, p.theta, p.loss, p.x0

@@ -2,25 +2,30 @@ r"""``retune-suite verdicts``: the paper's statements checked at image scale, wi
 
 The gradient-error study (:mod:`.study`) draws the bounds beside the errors; this job gives
 them **verdicts**. For one section-4 problem (task, prior) on real crops, in float64, and for
-every (K, T) of a grid it runs :func:`bounds.verify` (Theorem 1, Lemma 1 (29), the Neumann
+every (K, T) of a grid it runs :func:`retune_suite.bounds.verify` (Theorem 1, Lemma 1 (29), the
+Neumann
 bound (22), Theorem 2 (33) as printed and corrected (F1), Corollary 1 (42) when the loss is an
 MSE, and the a-posteriori certificates of ``docs/findings.md`` C) and writes its frame, one row
 per (K, T, statement), to ``verdicts.csv``. A verdict (``holds`` True or False) is given only
 where every constant is certified; the constants given here are:
 
 - δ_K = ω(τ)^K, analytic, for denoising (wavelet θ_B, θ_BC: FB on a strongly convex problem;
-  ``foe``: gradient descent, :mod:`operators.foe`); None (measured, no verdict) elsewhere;
+  ``foe``: gradient descent, :mod:`retune_suite.operators.maps.foe`); None (measured, no verdict)
+  elsewhere;
 - H, the Lipschitz constant of ∂ₓL: exactly max θ₀⁻² for the wavelet priors (the loss
   ½‖Dᵀθ₀⁻¹u − x̄‖², D orthonormal), 1 for ``foe`` (½‖x − x̄‖²);
-- L_θ of the certificates: analytic on :meth:`operators.foe.FieldsOfExperts.run_ball` for
+- L_θ of the certificates: analytic on
+:meth:`retune_suite.operators.maps.foe.FieldsOfExperts.run_ball` for
   ``foe`` denoising; none for the wavelet priors (∂_θΦ_K jumps where the active set changes),
   whose certificates are then not computed. Theorem 2 itself uses the exact secant L_θ at
-  (x_{K(T−1)}, x̂), which is certified at every size (``bounds.constants.lipschitz_theta``).
+  (x_{K(T−1)}, x̂), which is certified at every size
+  (``retune_suite.bounds.constants.lipschitz_theta``).
 
 Beyond n = 4096 the reference is the matrix-free DEQ solve (GMRES to ``solve_tol``), whose own
 error ``verify`` bounds with the analytic δ_K; ∂_θΦ_K is dense (forward mode in chunks), so
 ‖∂_θΦ_K‖₂ and the secant L_θ are exact. x̂ is computed once per K and every ∂_θΦ_K(x̂) once per
-K (one :func:`operators.jacobians.reuse_jacobians` block per K): at 256×256 with the FoE's
+K (one :func:`retune_suite.operators.jacobians.reuse_jacobians` block per K): at 256×256 with the
+FoE's
 d = 208 one dense ∂_θΦ_10 is 208 forward-mode passes of 10 steps (minutes on a CPU).
 
 Rows are written atomically after each (K, T); ``--resume`` skips the (K, T) already there.
@@ -39,12 +44,13 @@ from typing import Any
 
 import pandas as pd
 import torch
+from retune_suite.operators import fixed_point
+from retune_suite.operators.errors import InvalidInputError
+from retune_suite.operators.jacobians import reuse_jacobians
+from retune_suite.operators.maps import section4
+from retune_suite.operators.maps.section4 import TASKS
 
-import bounds
-from operators import fixed_point, section4
-from operators.errors import InvalidInputError
-from operators.jacobians import reuse_jacobians
-from operators.section4 import TASKS
+from retune_suite import bounds
 
 from ..common.io import save_figure, write_csv_atomic, write_json_atomic
 from ..common.options import TypedFields, convert_fields
@@ -115,7 +121,7 @@ def validate(cfg: VerdictConfig) -> None:
 
 
 def _problem(cfg: VerdictConfig) -> section4.Section4Problem:
-    from experiments.common.data import crops, embedded_images, load_folder
+    from retune_suite.experiments.common.data import crops, embedded_images, load_folder
 
     images = load_folder(cfg.images) if cfg.images else embedded_images()
     clean = crops(images, cfg.size, cfg.batch, cfg.seed).to(torch.float64)
@@ -150,7 +156,8 @@ def _saved(path: Path) -> dict[str, Any] | None:
 
 
 def run_verdicts(cfg: VerdictConfig) -> int:
-    """Run :func:`bounds.verify` at every (K, T); print the verdicts; write CSV and figure."""
+    """Run :func:`~retune_suite.bounds.verify` at every (K, T); print the verdicts; write CSV and
+    figure."""
     validate(cfg)
     if cfg.threads > 0:
         torch.set_num_threads(cfg.threads)

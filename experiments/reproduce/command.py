@@ -17,8 +17,7 @@ from typing import Any
 
 import pandas as pd
 import torch
-
-from operators.errors import InvalidInputError
+from retune_suite.operators.errors import InvalidInputError
 
 from ..common.devices import resolve_device
 from ..common.io import write_csv_atomic, write_json_atomic, write_npz_atomic
@@ -177,7 +176,8 @@ def run_reproduce(cfg: ReproduceConfig, *, on_step: Any = None) -> int:
     """Validate, train every (model, K, T) (resuming if asked), evaluate, write, print.
 
     ``on_step(unit, step)`` is called after each gradient step (see
-    :func:`experiments.reproduce.train.train_unit`). A KeyboardInterrupt prints how to resume and
+    :func:`retune_suite.experiments.reproduce.train.train_unit`). A KeyboardInterrupt prints how to
+    resume and
     propagates.
     """
     validate(cfg)
@@ -213,8 +213,8 @@ def _run(
     test_clean: torch.Tensor,
     on_step: Any,
 ) -> int:
-    from operators.pnp import load_drunet
-    from operators.theta import like
+    from retune_suite.operators.maps.pnp import load_drunet
+    from retune_suite.operators.theta import like
 
     from .figures import reproduce_figure
     from .train import (

@@ -7,14 +7,15 @@ final θ of every configuration of a finished ``reproduce`` run on the run's own
 
 - each (K, T) of the run (the diagonal is the run's own ``test_psnr``, recomputed: checked
   against ``summary.csv``), and
-- the fixed point x̂_θ of φ (:func:`operators.fixed_point`, tolerance ``default_rtol``), the
+- the fixed point x̂_θ of φ (:func:`retune_suite.operators.fixed_point`, tolerance
+``default_rtol``), the
   estimate the bilevel problem (2) is about (wavelet models only: FB-PnP with a DRUNet has no
   guaranteed fixed point, so its θ are evaluated at the grid of (K, T) alone),
 
 and writes ``crosscheck.csv`` into the run folder::
 
-    python -m experiments.reproduce.crosscheck runs/fig1/paper
-    python -m experiments.reproduce.crosscheck runs/fig2/cpu --denoiser drunet.pt
+    python -m retune_suite.experiments.reproduce.crosscheck runs/fig1/paper
+    python -m retune_suite.experiments.reproduce.crosscheck runs/fig2/cpu --denoiser drunet.pt
 
 Columns: ``model``, ``K``, ``T`` (the configuration θ was trained at), ``evaluated_at``
 (``K=…,T=…`` or ``fixed point``), ``test_psnr`` (dB, mean over the test crops; NaN when the
@@ -34,12 +35,11 @@ from pathlib import Path
 
 import pandas as pd
 import torch
-
-from operators import fixed_point, restart
-from operators.errors import InvalidInputError, NotContractiveError
-from operators.iteration import default_rtol
-from operators.pnp import load_drunet
-from operators.theta import like
+from retune_suite.operators import fixed_point, restart
+from retune_suite.operators.errors import InvalidInputError, NotContractiveError
+from retune_suite.operators.iteration import default_rtol
+from retune_suite.operators.maps.pnp import load_drunet
+from retune_suite.operators.theta import like
 
 from ..common.data import crops
 from ..common.io import write_csv_atomic
@@ -171,7 +171,8 @@ def _psnr_at(
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m experiments.reproduce.crosscheck", description=__doc__.split("\n")[0]
+        prog="python -m retune_suite.experiments.reproduce.crosscheck",
+        description=__doc__.split("\n")[0],
     )
     parser.add_argument("folder", help="a finished run folder of retune-suite reproduce")
     parser.add_argument("--denoiser", help="the DRUNet of the run's FB-PnP rows (default: its own)")

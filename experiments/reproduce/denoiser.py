@@ -4,13 +4,14 @@ Gaussian denoising on given clean crops (data loading lives elsewhere): per samp
 σ ~ U[σ_min, σ_max], x̃ = x + σε with ε ~ N(0, I), L2 loss ‖D_{Λ,σ}(x̃) − x‖² (mean), Adam.
 
 The checkpoint (``out / CHECKPOINT_NAME``) is written atomically
-(:func:`experiments.common.io.save_torch_atomic`) every ``checkpoint_every`` steps and at the
+(:func:`retune_suite.experiments.common.io.save_torch_atomic`) every ``checkpoint_every`` steps and
+at the
 end; it holds the state dict, the architecture (channels, nc, nb), the step
 count, the optimizer state and the state of the one ``torch.Generator`` that draws every
 batch, σ and ε, so ``resume=True`` continues with no lost or duplicated step. On CPU a resumed
 run ends with the same weights as an uninterrupted one, bit for bit; on CUDA that also needs
 deterministic kernels (``torch.use_deterministic_algorithms(True)``), which this module does
-not switch on for you. :func:`operators.pnp.load_drunet` loads the checkpoint.
+not switch on for you. :func:`retune_suite.operators.maps.pnp.load_drunet` loads the checkpoint.
 """
 
 from __future__ import annotations
@@ -21,9 +22,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
-
-from operators.errors import InvalidInputError
-from operators.pnp import load_drunet
+from retune_suite.operators.errors import InvalidInputError
+from retune_suite.operators.maps.pnp import load_drunet
 
 from ..common.io import save_torch_atomic
 from ..common.progress import progress as progress_bar
@@ -79,7 +79,7 @@ def _check_clean(clean: torch.Tensor) -> None:
 
 def _run_settings(config: dict[str, Any], shape: Any, dtype: Any) -> dict[str, Any]:
     """What a resumed run must share with the checkpoint: the configuration and the data's
-    shape and dtype (compared by :func:`experiments.common.resume.check_resume`)."""
+    shape and dtype (compared by :func:`retune_suite.experiments.common.resume.check_resume`)."""
     return {**config, "data shape": tuple(shape), "dtype": str(dtype)}
 
 
@@ -126,7 +126,8 @@ def train_denoiser(
         Continue from the checkpoint in ``out`` (start afresh if there is none). Without it an
         existing checkpoint is an error, never silently overwritten.
     progress
-        Show a progress bar (:func:`experiments.common.progress.progress`); should that give
+        Show a progress bar (:func:`retune_suite.experiments.common.progress.progress`); should that
+        give
         none, print the mean loss every ``config.log_every`` steps instead.
     on_step
         Called as ``on_step(step, loss)`` after each step (and after its checkpoint, if any).

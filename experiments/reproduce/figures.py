@@ -7,7 +7,8 @@ the data range) would squash the panel: the axis stops at 0 dB, such steps are d
 triangles on that edge and counted in the legend, and the moving average keeps their values.
 Bottom row: ground truth, observation and each model's estimate at
 K = T = 10 on a test image, with their PSNR: the unclipped PSNR that ``summary.csv`` reports
-too (:func:`experiments.common.metrics.psnr`), stored in ``reconstructions.npz`` beside the
+too (:func:`retune_suite.experiments.common.metrics.psnr`), stored in ``reconstructions.npz`` beside
+the
 images, which are clipped to [0, 1] for display.
 
 >>> import numpy as np

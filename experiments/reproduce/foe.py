@@ -1,7 +1,9 @@
 r"""``retune-suite reproduce foe``: bilevel learning of a fields-of-experts prior as a DEQ.
 
-Algorithm 1 (:func:`experiments.reproduce.train.train_unit`, imported, not copied) trains
-θ = (α̃, w) of the FoE energy (:mod:`operators.foe`) on each task of section 4 (denoise,
+Algorithm 1 (:func:`retune_suite.experiments.reproduce.train.train_unit`, imported, not copied)
+trains
+θ = (α̃, w) of the FoE energy (:mod:`retune_suite.operators.maps.foe`) on each task of section 4
+(denoise,
 inpaint, deblur) with several estimators of the hypergradient: ReTune (25) at several (K, T),
 JFB (28) and the DEQ gradient (20) by an adjoint solve (``deq_solve``) at the fixed point of
 Φ_K, and AD through K·T unrolled steps (23). Bilevel learning with a fixed-point lower level
@@ -10,7 +12,8 @@ same cost, and whether ReTune's restarts (T > 1) help.
 
 A run writes ``<out>/foe/<name>/``: ``config.json``, ``metrics.csv`` (one row per gradient
 step, task, estimator and (K, T), with its seconds), ``<task>/checkpoints/<estimator>_K<K>_T<T>.pt``
-(resumable, :func:`~experiments.reproduce.train.train_unit`), ``summary.csv`` (final train PSNR
+(resumable, :func:`~retune_suite.experiments.reproduce.train.train_unit`), ``summary.csv`` (final
+train PSNR
 = mean of the last 25 steps, test PSNR, seconds), ``claims.csv`` and the figure ``foe.pdf`` /
 ``foe.png`` (train PSNR per gradient step, one panel per task, one line per estimator and
 (K, T)) with ``metrics.csv`` beside it (:func:`redraw_foe`).
@@ -28,9 +31,8 @@ from typing import Any
 
 import pandas as pd
 import torch
-
-from operators.errors import InvalidInputError
-from operators.physics import TASKS
+from retune_suite.operators.errors import InvalidInputError
+from retune_suite.operators.maps.physics import TASKS
 
 from ..common.devices import resolve_device
 from ..common.io import save_figure, write_csv_atomic, write_json_atomic
@@ -55,7 +57,7 @@ RESUMABLE = ("resume", "checkpoint_every", "threads", "quiet")
 
 @dataclass
 class FoeConfig(TypedFields):
-    """Train a fields-of-experts prior (operators.foe) with ReTune, JFB, DEQ and unrolled."""
+    """Train a fields-of-experts prior (operators.maps.foe) with ReTune, JFB, DEQ and unrolled."""
 
     preset: str | None = field(default=None, metadata={"help": "quick (CPU, seconds) or paper"})
     name: str | None = field(default=None, metadata={"help": "run folder name (default: preset)"})
@@ -242,7 +244,7 @@ def run_foe(cfg: FoeConfig, *, on_step: Any = None) -> int:
 def _run(
     cfg: FoeConfig, folder: Path, train_clean: torch.Tensor, test_clean: torch.Tensor, on_step: Any
 ) -> int:
-    from operators.foe import init_theta
+    from retune_suite.operators.maps.foe import init_theta
 
     from .train import Problem, TrainSettings, Unit, evaluate, make_data, train_unit
 
@@ -357,7 +359,7 @@ def _evaluate_fixed_point(
 ) -> torch.Tensor:
     """Test PSNRs at the fixed point of Φ_K (what jfb and deq_solve train for), computed as
     in training (Anderson, ``fixed_point_rtol``, ``fixed_point_max_blocks``)."""
-    from operators import fixed_point
+    from retune_suite.operators import fixed_point
 
     from ..common.metrics import psnr
 

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from operators.errors import InvalidInputError
+from retune_suite.operators.errors import InvalidInputError
 
 from ..common.devices import resolve_device
 from ..common.options import TypedFields, parse_groups, parse_list

@@ -14,9 +14,11 @@ For the wavelet models the iterate is u and the estimate x = Dᵀθ⁻¹u (secti
 estimators get ``readout=fb.estimate``, which also adds the read-out's direct θ-derivative.
 With ``retune`` (the default) g is g^R of eq. (25); ``unrolled`` is g^{KT} (23); ``jfb`` (28)
 and ``deq_solve`` (20) are taken at the fixed point of Φ_K computed by Anderson acceleration.
-Every estimator runs through :func:`operators.estimate.estimate` (given δ_K = ω^K where it is
+Every estimator runs through :func:`~retune_suite.operators.hypergrad.estimate` (given δ_K = ω^K
+where it is
 analytic, wavelet denoising): the gradient and the iterate it was taken at come from its
-:class:`~operators.estimate.Estimate`, and each metrics row logs its ``certificate`` (NaN
+:class:`~retune_suite.operators.hypergrad.Estimate`, and each metrics row logs its ``certificate``
+(NaN
 when None: L_θ is unknown for these models and the wavelet models have a read-out),
 ``certificate_status`` and ``T_used``, the blocks of Φ_K behind the gradient (retune and
 unrolled; NaN for jfb and deq_solve), which ``TrainSettings.T_auto`` chooses per step.
@@ -39,11 +41,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
-
-from operators import fixed_point, restart
-from operators.errors import InvalidInputError
-from operators.estimate import Estimate, estimate
-from operators.theta import Step, Theta, as_tuple, like
+from retune_suite.operators import fixed_point, restart
+from retune_suite.operators.errors import InvalidInputError
+from retune_suite.operators.hypergrad.certificate import Estimate, estimate
+from retune_suite.operators.theta import Step, Theta, as_tuple, like
 
 from ..common.io import save_torch_atomic
 from ..common.metrics import psnr
@@ -188,7 +189,7 @@ def make_data(
     here, explicitly; the training observations use ``seed``, the test ones ``seed + 1``.
     ``noise`` replaces the paper's σ of the task (every channel), None keeps it.
     """
-    from operators.physics import make_forward_model
+    from retune_suite.operators.maps.physics import make_forward_model
 
     H, W = train_clean.shape[-2:]
     forward = make_forward_model(
@@ -228,7 +229,8 @@ class Problem:
         self, y: torch.Tensor, theta: Theta | None = None
     ) -> tuple[Step, torch.Tensor, Callable | None]:
         """(step, x₀, readout) for observations y (B, C, H, W), from the one builder of the
-        section-4 problems (:func:`operators.section4.build`): x₀ = u₀ = D Aᵀy and the read-out
+        section-4 problems (:func:`retune_suite.operators.maps.section4.build`): x₀ = u₀ = D Aᵀy and
+        the read-out
         R(u, θ) = Dᵀθ⁻¹u for the wavelet priors, x₀ = Aᵀy and no read-out for FB-PnP.
 
         ``theta`` (the current θ) only spares the builder its default θ⁰; the step does not
@@ -238,9 +240,9 @@ class Problem:
         return problem.step, problem.x0, problem.readout
 
     def section4(self, y: torch.Tensor, theta: Theta | None = None) -> Any:
-        """The :class:`operators.section4.Section4Problem` behind :meth:`build` (with its
+        """The :class:`~retune_suite.maps.section4.Section4Problem` behind :meth:`build` (with its
         analytic δ_K = ``.delta(K)`` where there is one: wavelet denoising)."""
-        from operators import section4
+        from retune_suite.operators.maps import section4
 
         if self.model == "pnp-weights" and (self.sigma is None or self.tau is None):
             raise InvalidInputError("pnp-weights needs the (σ, τ) learned by pnp-sigma-tau.")
@@ -276,13 +278,13 @@ def initial_theta(
 ) -> Theta:
     """θ^{[0]}: (log λ, log Λ) for the wavelet models, (log σ, log τ), or the DRUNet's weights."""
     if model in ("wavelet-B", "wavelet-BC"):
-        from operators.wavelet_prior import init_theta
+        from retune_suite.operators.maps.wavelet_prior import init_theta
 
         return init_theta(
             model.split("-")[1], 4, 3, log_lambda=log_lambda, device=device, dtype=dtype
         )
     if model == "pnp-sigma-tau":
-        from operators.pnp import sigma_tau_theta
+        from retune_suite.operators.maps.pnp import sigma_tau_theta
 
         return sigma_tau_theta(pnp_sigma, pnp_tau, device=device, dtype=dtype)
     if model == "pnp-weights":
@@ -316,8 +318,10 @@ def hypergradient(
     *,
     delta: float | None = None,
 ) -> Estimate:
-    r"""g by the estimator named in ``settings``, as an :class:`~operators.estimate.Estimate`:
-    ``grad`` (exactly the matching function of :mod:`operators.hypergrad`), ``x`` the iterate
+    r"""g by the estimator named in ``settings``, as an
+    :class:`~retune_suite.operators.hypergrad.Estimate`:
+    ``grad`` (exactly the matching function of :mod:`retune_suite.operators.hypergrad`), ``x`` the
+    iterate
     it was taken at (x_{KT} for retune and unrolled, the fixed point for jfb and deq_solve),
     the certificate (None here: it needs L_θ, unknown for these models, and no read-out).
 
@@ -330,8 +334,9 @@ def hypergradient(
     ``hypergrad.retune`` at the T used, and ``stats.forward.blocks`` is that T.
 
     ``jfb`` and ``deq_solve`` first compute the fixed point of Φ_K from x₀ with
-    :func:`operators.fixed_point` (Anderson, ``fixed_point_rtol``, ``fixed_point_max_blocks``);
-    its :class:`~operators.NotContractiveError` propagates with its residual history.
+    :func:`retune_suite.operators.fixed_point` (Anderson, ``fixed_point_rtol``,
+    ``fixed_point_max_blocks``);
+    its :class:`~retune_suite.operators.NotContractiveError` propagates with its residual history.
     """
     name = settings.estimator
     if name not in ESTIMATORS:
@@ -516,11 +521,11 @@ def train_unit(
     inspect
         Called as ``inspect(unit, step, theta, problem, loss, est)`` after the gradient of
         step ``step`` is computed and before Adam uses it (θ^{[ℓ]}, the batch's
-        :class:`~operators.section4.Section4Problem`, the training loss, the
-        :class:`~operators.estimate.Estimate`); it must not change θ
-        (:class:`experiments.reproduce.trajectory.GradientInspector`).
+        :class:`~retune_suite.operators.maps.section4.Section4Problem`, the training loss, the
+        :class:`~retune_suite.operators.hypergrad.Estimate`); it must not change θ
+        (:class:`retune_suite.experiments.reproduce.trajectory.GradientInspector`).
     progress
-        Show a progress bar (:func:`experiments.common.progress.progress`).
+        Show a progress bar (:func:`retune_suite.experiments.common.progress.progress`).
     """
     device = data.clean.device
     leaves = tuple(t.detach().clone().requires_grad_(True) for t in as_tuple(theta0))

@@ -22,7 +22,8 @@ with) with the DEQ gradient g (20) at the fixed point x̂ of Φ_K, and with the 
   group of the prox inactive, ∂_θΦ_K(x̂) = 0) the relative columns and cosines are NaN.
 
 Everything is computed in the run's dtype and device (no silent cast): the reference g is
-``deq_solve`` to ``solve_tol`` (its default by dtype) at x̂ from :func:`operators.fixed_point`
+``deq_solve`` to ``solve_tol`` (its default by dtype) at x̂ from
+:func:`retune_suite.operators.fixed_point`
 (``default_rtol``), so in float32 the columns are good to about 1e-4 relative, enough for
 errors of order one. The inspection draws no random numbers and does not change θ, so the
 training run (``metrics.csv``) is the one without it. Rows are written to ``trajectory.csv``
@@ -38,10 +39,9 @@ from typing import Any
 
 import pandas as pd
 import torch
-
-from operators import fixed_point, hypergrad, restart, unroll
-from operators.iteration import default_rtol
-from operators.theta import Theta, as_tuple, like
+from retune_suite.operators import fixed_point, hypergrad, restart, unroll
+from retune_suite.operators.iteration import default_rtol
+from retune_suite.operators.theta import Theta, as_tuple, like
 
 from ..common.io import write_csv_atomic
 
@@ -66,12 +66,14 @@ def _compare(g_hat: torch.Tensor, g: torch.Tensor) -> tuple[float, float]:
 
 @dataclass
 class GradientInspector:
-    """Called by :func:`~experiments.reproduce.train.train_unit` as
+    """Called by :func:`~retune_suite.experiments.reproduce.train.train_unit` as
     ``inspector(unit, step, theta, problem, loss, est)`` after each gradient is computed and
     before the optimiser step; writes one row of ``trajectory.csv`` every ``every`` steps.
 
-    ``problem`` is the step's :class:`operators.section4.Section4Problem`, ``loss`` the
-    training loss of the read-out image, ``est`` the :class:`~operators.estimate.Estimate`
+    ``problem`` is the step's :class:`retune_suite.operators.maps.section4.Section4Problem`,
+    ``loss`` the
+    training loss of the read-out image, ``est`` the
+    :class:`~retune_suite.operators.hypergrad.Estimate`
     the step trains with.
     """
 
@@ -242,7 +244,7 @@ def split_over_T(
     """The columns of :func:`inspect_gradients` for ReTune at one θ over T: the error study's
     problem (``retune-suite errors``: the same crops, θ⁰ with λ_j = e^``log_lambda``, Λ = 1,
     and its loss ½‖Dᵀθ₀⁻¹u − x̄‖² on the iterate, no read-out), on the CPU in ``dtype``."""
-    from operators import section4
+    from retune_suite.operators.maps import section4
 
     from ..common.data import crops, embedded_images
 
@@ -262,7 +264,8 @@ def main(argv: list[str] | None = None) -> int:
     import argparse
 
     parser = argparse.ArgumentParser(
-        prog="python -m experiments.reproduce.trajectory", description=split_over_T.__doc__
+        prog="python -m retune_suite.experiments.reproduce.trajectory",
+        description=split_over_T.__doc__,
     )
     parser.add_argument("--task", default="denoise")
     parser.add_argument("--prior", default="wavelet-BC")

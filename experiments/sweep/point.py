@@ -334,7 +334,7 @@ def _run(run: Any, cfg: Any, threads: int) -> int:
 
 
 def task_for(point: Any, experiment: str, stale_after: float, threads: int) -> Task:
-    """The :class:`Task` of a :class:`~experiments.sweep.spec.Point`."""
+    """The :class:`Task` of a :class:`~retune_suite.experiments.sweep.spec.Point`."""
     return Task(
         experiment=experiment,
         point_id=point.id,

@@ -3,7 +3,8 @@ dask.distributed cluster, resumable and safe to run again (docs/sweeps.md).
 
 Each grid point is one run of the command with ``--out <root>/<point>`` and ``--resume``, so its
 folder is exactly what that single run writes (plus the sweep's markers, see
-:mod:`experiments.sweep.point`). Finished points are skipped, interrupted ones resume, a lock
+:mod:`retune_suite.experiments.sweep.point`). Finished points are skipped, interrupted ones resume,
+a lock
 file keeps every folder to one writer, a failure is recorded and the other points go on.
 ``<root>/sweep-summary.csv`` has one row per point (grid values, status, folder, results),
 ``<root>/sweep-results.csv`` every point's result table with its grid values in front.
@@ -22,8 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
-
-from operators.errors import RetuneError
+from retune_suite.operators.errors import RetuneError
 
 from ..common.io import write_csv_atomic, write_json_atomic
 from ..common.options import convert_fields

@@ -41,8 +41,7 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
-
-from operators.errors import InvalidInputError
+from retune_suite.operators.errors import InvalidInputError
 
 __all__ = [
     "EXECUTORS",

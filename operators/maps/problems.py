@@ -27,7 +27,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .errors import InvalidInputError
+from ..errors import InvalidInputError
 from .prox import group_soft_threshold, soft_threshold
 
 PRIORS = ("ridge", "logcosh", "l1", "group_l21")

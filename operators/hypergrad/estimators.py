@@ -25,21 +25,20 @@ from collections.abc import Callable
 
 import torch
 
-from .errors import ConvergenceError, InvalidInputError, NotContractiveError
-from .iteration import IterationStats, restart, unroll
-from .jacobians import jacobian_x
-from .linsolve import gmres
-from .theta import Loss, Step, Theta, as_tuple, check_count, check_point, fresh_leaves, like
+from ..errors import ConvergenceError, InvalidInputError, NotContractiveError
+from ..iteration import IterationStats, restart, unroll
+from ..jacobians import jacobian_x
+from ..linsolve import gmres
+from ..theta import Loss, Step, Theta, as_tuple, check_count, check_point, fresh_leaves, like
 
 __all__ = [
     "DENSE_LIMIT",
-    "Estimate",
     "Linearisation",
+    "Readout",
     "default_solve_tol",
     "deq_exact",
     "deq_neumann",
     "deq_solve",
-    "estimate",
     "jfb",
     "linearise",
     "loss_gradient",
@@ -129,7 +128,7 @@ class Linearisation:
 
     Build it with :func:`linearise` and pass it as ``lin=`` to :func:`jfb`,
     :func:`deq_neumann`, :func:`deq_exact` and :func:`deq_solve` to share one forward pass of
-    Φ_K between estimators at the same x̂ (``bounds.verify`` and the error study do).
+    Φ_K between estimators at the same x̂ (``retune_suite.bounds.verify`` and the error study do).
     """
 
     def __init__(self, step: Step, theta: Theta, x: torch.Tensor, K: int):
@@ -173,13 +172,13 @@ def linearise(step: Step, theta: Theta, x_star: torch.Tensor, K: int) -> Lineari
         raise NotContractiveError(
             "Φ_K(x_star) is NaN or inf: the step produces NaN at x_star, so no gradient there "
             "means anything; check the step (and θ), and compute x_star with "
-            "operators.fixed_point"
+            "retune_suite.operators.fixed_point"
         )
     rel = lin.residual()
     if rel > math.sqrt(torch.finfo(x_star.dtype).eps):
         warnings.warn(
             f"x_star is not a fixed point of Φ_K (relative residual {rel:.2e}); the DEQ and JFB "
-            "formulas assume it is: compute it with operators.fixed_point first.",
+            "formulas assume it is: compute it with retune_suite.operators.fixed_point first.",
             stacklevel=3,
         )
     return lin
@@ -198,7 +197,7 @@ def _at_fixed_point(
     if lin is None:
         return linearise(step, theta, x_star, K)
     if not isinstance(lin, Linearisation):
-        raise InvalidInputError("lin must come from operators.hypergrad.linearise.")
+        raise InvalidInputError("lin must come from retune_suite.operators.hypergrad.linearise.")
     check_count(K, "K")
     check_point(x_star, "x_star", theta)
     same_theta = len(as_tuple(theta)) == len(lin.leaves) and all(
@@ -433,7 +432,7 @@ def retune_last_block(
 
     .. math:: g^R = ∂_xL(x_{KT})ᵀ ∂_θΦ_K(x_{K(T−1)}, θ), \qquad x_{KT} = Φ_K(x_{K(T−1)}, θ)
 
-    :func:`retune` and :func:`operators.estimate.estimate` (adaptive T) share it.
+    :func:`retune` and :func:`~retune_suite.operators.hypergrad.estimate` (adaptive T) share it.
     """
     lin = Linearisation(step, theta, x_prev, K)
     x_KT = lin.out.detach()
@@ -491,6 +490,3 @@ def unrolled(
             )
         grads = torch.autograd.grad(value.reshape(()), leaves, allow_unused=True)
     return _finished(like(theta, _grads_or_raise(grads, leaves)), "unrolled")
-
-
-from .estimate import Estimate, estimate  # noqa: E402

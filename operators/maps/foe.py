@@ -23,7 +23,8 @@ H_k the circular convolution with h_k (``torch.nn.functional.conv2d`` on a circu
 image; Hᵀ is the correlation with the flipped filter, tested against ⟨Hx, z⟩ = ⟨x, Hᵀz⟩).
 **Circular padding**, not reflect: H_k is then block-circulant, so ‖H_k‖₂ ≤ ‖h_k‖₁ exactly
 (Young), every patch of an image is a set of distinct pixels (so |(H_k x)_i| ≤ ‖h_k‖₂‖x‖₂), and
-the deblurring operator of :mod:`operators.physics` is circular too. With reflect padding the
+the deblurring operator of :mod:`retune_suite.operators.maps.physics` is circular too. With reflect
+padding the
 boundary pixels are counted twice and ‖H_k‖₂ ≤ ‖h_k‖₁ fails.
 
 Constants (all computed from θ, the forward model and ε):
@@ -100,7 +101,8 @@ x_i = φ^i(x); ‖x_i − x'_i‖ ≤ ω^i‖x − x'‖, ‖J_i‖ ≤ ω. Spli
                + β_φ ℓ_x ω^{K−2−j}\sum_{i=j+1}^{K−1} ω^i\Big)
 
 for every x, x' ∈ B(c, R) (:meth:`FieldsOfExperts.constants`). It is ≥ the exact secant that
-``bounds.verify`` measures (``tests/test_foe.py``); at image scale it is loose (the ℓ₂ radius
+``retune_suite.bounds.verify`` measures (``tests/test_foe.py``); at image scale it is loose (the ℓ₂
+radius
 R bounds the patch norms P), and it is what makes the certificates *certified* there.
 """
 
@@ -112,8 +114,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from .errors import InvalidInputError
-from .memo import memoize
+from ..errors import InvalidInputError
+from ..memo import memoize
 
 __all__ = [
     "RHO3",
@@ -245,11 +247,12 @@ class FoEConstants:
 class FieldsOfExperts:
     """The FoE step φ(x, θ) for one forward model and one batch of observations y (B, C, H, W).
 
-    ``model`` has ``A``, ``A_adjoint`` and ``norm_sq`` (:mod:`operators.physics`); ``None`` is
+    ``model`` has ``A``, ``A_adjoint`` and ``norm_sq`` (:mod:`retune_suite.operators.maps.physics`);
+    ``None`` is
     denoising (A = Id, μ = 1) without calling an operator. ``mu`` = λ_min(AᵀA): 1 for
     denoising, 0 (the default for a given model) for inpainting and deblurring. ``eps`` is
     the ε of ρ_ε. ``hessian_bound`` = 1: the Lipschitz constant of ∂ₓ of the builder's loss
-    ½‖x − x̄‖² (:func:`operators.section4.build`).
+    ½‖x − x̄‖² (:func:`retune_suite.operators.maps.section4.build`).
     """
 
     y: torch.Tensor
@@ -343,7 +346,8 @@ class FieldsOfExperts:
         return data + prior
 
     def step(self, x: torch.Tensor, theta: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
-        """φ(x, θ) = x − τ(θ)∇E_θ(x); (τ, α, ĝ) computed once per block (:mod:`operators.memo`)."""
+        """φ(x, θ) = x − τ(θ)∇E_θ(x); (τ, α, ĝ) computed once per block
+        (:mod:`~retune_suite.operators.memo`)."""
 
         def maps() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
             alpha, h = self.filters(theta)
@@ -371,7 +375,7 @@ class FieldsOfExperts:
         self, theta: tuple[torch.Tensor, torch.Tensor], x0: torch.Tensor, K: int
     ) -> tuple[torch.Tensor, float]:
         """(x₀, R_run): a ball around x₀ holding x̂ and every ball that the certificates of
-        :func:`operators.hypergrad.estimate` use from x₀ (``docs/findings.md`` C).
+        :func:`retune_suite.operators.hypergrad.estimate` use from x₀ (``docs/findings.md`` C).
 
         With R₀ = ‖φ(x₀) − x₀‖/(1 − ω) ≥ ‖x₀ − x̂‖ every iterate is within R₀ of x̂; ReTune's
         ball B(x_{K(T−1)}, r/(1 − δ_K)) has r ≤ (1 + δ_K)R₀, the fixed-point methods' balls are

@@ -10,12 +10,12 @@ configurations of the paper, positivity through exp as in the paper:
 - :func:`fb_pnp_sigma_tau`: θ = (log σ, log τ), a (2,) tensor; Λ fixed (eval, no grad).
 - :func:`fb_pnp_weights`: θ = Λ, the denoiser's parameters as a tuple; σ and τ fixed.
 
-Both steps use only the θ they are given (the estimators of :mod:`operators.hypergrad`
+Both steps use only the θ they are given (the estimators of :mod:`retune_suite.operators.hypergrad`
 differentiate detached copies of θ): the weights step calls the network through
 :func:`torch.func.functional_call`, never through the module's own parameters.
 
 ``model`` is any forward model with ``A(x)``, ``A_adjoint(y)`` and ``norm_sq()`` = ‖A‖² for x
-of shape (B, C, H, W) (see :mod:`operators.physics`).
+of shape (B, C, H, W) (see :mod:`retune_suite.operators.maps.physics`).
 
 DRUNet accepts any H, W: shapes that are multiples of 8 and at least 32 run the U-Net
 directly; smaller ones, and any shape in training mode, are replication-padded to multiples
@@ -34,10 +34,10 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import torch
 
-from .errors import InvalidInputError
-from .iteration import unroll
-from .jacobians import power_norm_x
-from .theta import Step, Theta, check_count
+from ..errors import InvalidInputError
+from ..iteration import unroll
+from ..jacobians import power_norm_x
+from ..theta import Step, Theta, check_count
 
 if TYPE_CHECKING:
     from deepinv.models import DRUNet
@@ -58,7 +58,7 @@ DEFAULT_NB = 4
 
 
 class ForwardModel(Protocol):
-    """What the FB-PnP step needs from a forward model (:mod:`operators.physics`)."""
+    """What the FB-PnP step needs from a forward model (:mod:`~retune_suite.maps.physics`)."""
 
     def A(self, x: torch.Tensor) -> torch.Tensor: ...
 
@@ -87,7 +87,7 @@ def _check_pair(model: ForwardModel, y: torch.Tensor, denoiser: torch.nn.Module)
         if not callable(getattr(model, name, None)):
             raise InvalidInputError(
                 f"model has no callable {name}: pass a forward model with A, A_adjoint and "
-                "norm_sq (operators.physics)."
+                "norm_sq (retune_suite.operators.maps.physics)."
             )
     return model.A_adjoint(y)
 
@@ -199,7 +199,8 @@ def local_contraction(
     r"""Measured local Lipschitz constant ‖∂_xΦ_K(x, θ)‖₂ of the unrolled block, eq. (12).
 
     Matrix-free power iteration (one JVP and one VJP per iteration) by
-    :func:`operators.jacobians.power_norm_x`; a lower estimate that increases to the norm.
+    :func:`retune_suite.operators.jacobians.power_norm_x`; a lower estimate that increases to the
+    norm.
     At a fixed point x̂ it is the measured δ_K: Φ_K is locally contractive when it is below 1.
     ``generator`` seeds the start vector.
     """
@@ -274,7 +275,8 @@ def load_drunet(
     path
         A DRUNet state-dict file (deepinv's ``drunet_*.pth``, or ``torch.save`` of a state
         dict), or a checkpoint dict with a ``"state_dict"`` or ``"model"`` entry, such as the one
-        :func:`experiments.reproduce.denoiser.train_denoiser` writes. None: random initialisation
+        :func:`retune_suite.experiments.reproduce.denoiser.train_denoiser` writes. None: random
+        initialisation
         (deepinv's, from the global torch RNG).
     channels, nc, nb
         Image channels, channels per scale and residual blocks per scale. Unset: the
@@ -284,7 +286,8 @@ def load_drunet(
         Where and in which dtype the network lives (default: CPU, default dtype).
 
     Returns the network in eval mode. Raises :class:`FileNotFoundError` if ``path`` does not
-    exist and :class:`~operators.errors.InvalidInputError` if its tensors do not fit the
+    exist and :class:`~retune_suite.operators.errors.InvalidInputError` if its tensors do not fit
+    the
     architecture (the message names the architecture the file holds).
     """
     from deepinv.models import DRUNet

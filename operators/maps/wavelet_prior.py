@@ -6,7 +6,8 @@ The estimate is x̂_θ = Dᵀθ⁻¹û with û the minimiser of (50),
 
     \min_u \tfrac12 ‖A Dᵀ θ^{-1} u − y‖_2^2 + ‖u‖_{1,2},
 
-where D is the orthonormal wavelet transform (:class:`operators.wavelet.Wavelet2D`) and θ is the
+where D is the orthonormal wavelet transform
+(:class:`retune_suite.operators.maps.wavelet.Wavelet2D`) and θ is the
 diagonal operator multiplying each detail coefficient w_{j,k,b,c} by λ_j √Λ_{b,c} (θ_BC, eq. 44)
 or λ_j √Λ_b (θ_B, eq. 45); approximation coefficients are not penalised (θ = 1 there). The
 forward-backward step on u is eq. (51) (with A = I in the paper, any linear A here):
@@ -29,9 +30,9 @@ from dataclasses import dataclass
 import torch
 import torch.autograd.forward_ad as forward_ad
 
-from .compiled import compile_backend, compile_function
-from .errors import InvalidInputError
-from .memo import memoize
+from ..compiled import compile_backend, compile_function
+from ..errors import InvalidInputError
+from ..memo import memoize
 from .wavelet import Wavelet2D
 
 PRIORS = ("B", "BC")
@@ -58,13 +59,14 @@ def init_theta(
 class WaveletFB:
     """The FB step (51) for one forward model and one batch of observations y (B, C, H, W).
 
-    ``model`` has ``A``, ``A_adjoint`` and ``norm_sq`` (see :mod:`operators.physics`); pass
+    ``model`` has ``A``, ``A_adjoint`` and ``norm_sq`` (see
+    :mod:`retune_suite.operators.maps.physics`); pass
     ``model=None`` for denoising (A = I), where the step is elementwise in the wavelet domain:
     D(Dᵀθ⁻¹u − y) = θ⁻¹u − Dy (D orthonormal), so no transform runs inside the loop.
 
     ``compile`` (default None: off unless ``$RETUNE_COMPILE`` is set) runs the denoising step,
     and the prox of the other models, through ``torch.compile`` (True: inductor, or a backend
-    name): worth it only for long runs, see :mod:`operators.compiled`.
+    name): worth it only for long runs, see :mod:`retune_suite.operators.compiled`.
     """
 
     y: torch.Tensor
@@ -90,7 +92,7 @@ class WaveletFB:
         # Dy (denoising) or D Aᵀy (general): constant along the iteration.
         aty = self.y if self.model is None else self.model.A_adjoint(self.y)
         self.D_aty = self.D.analysis(aty)
-        # opt-in torch.compile of the step's elementwise kernels (operators.compiled)
+        # opt-in torch.compile of the step's elementwise kernels (retune_suite.operators.compiled)
         self._backend = compile_backend(self.compile)
         self._kernels: dict[str, object] = {}
 
@@ -222,10 +224,11 @@ class WaveletFB:
         return kernel
 
     def _maps(self, theta: tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, ...]:
-        """The θ-only quantities of the step, computed once per block (operators.memo).
+        """The θ-only quantities of the step, computed once per block (retune_suite.operators.memo).
 
         Denoising: (τ, 1 − τ/θ², (τ/θ)D y); otherwise (θ, τ, (τ/θ)D Aᵀy). Inside
-        :func:`operators.unroll` / :func:`operators.restart` they are built once for the K
+        :func:`retune_suite.operators.unroll` / :func:`retune_suite.operators.restart` they are
+        built once for the K
         (or K·T) steps; they were a third of the denoising step's time at 256×256.
         """
         w = self.weights(theta)

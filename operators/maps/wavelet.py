@@ -48,8 +48,8 @@ from dataclasses import dataclass, field
 
 import torch
 
-from .errors import InvalidInputError
-from .jacobians import dot_product_gap
+from ..errors import InvalidInputError
+from ..jacobians import dot_product_gap
 
 _Triplet = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
 
@@ -61,7 +61,7 @@ def _filters(name: str) -> tuple[tuple[float, ...], tuple[float, ...]]:
         import pywt
     except ImportError as error:  # pragma: no cover - pywt is a dependency
         raise ImportError(
-            "operators.wavelet takes its filters from PyWavelets: pip install PyWavelets"
+            "operators.maps.wavelet takes its filters from PyWavelets: pip install PyWavelets"
         ) from error
     try:
         wavelet = pywt.Wavelet(name)

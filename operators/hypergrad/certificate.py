@@ -1,8 +1,11 @@
 r"""One entry point for the six estimators, with the evidence: iterate, statistics, certificate.
 
-:func:`estimate` runs one estimator of :mod:`operators.hypergrad` (built on the same code:
-:func:`operators.iteration.restart` / :func:`~operators.iteration.fixed_point`,
-:class:`~operators.hypergrad.Linearisation` and the public estimators with ``lin=``) and
+:func:`estimate` runs one estimator of :mod:`retune_suite.operators.hypergrad` (built on the same
+code:
+:func:`retune_suite.operators.iteration.restart` /
+:func:`~retune_suite.operators.iteration.fixed_point`,
+:class:`~retune_suite.operators.hypergrad.Linearisation` and the public estimators with ``lin=``)
+and
 returns an :class:`Estimate` whose ``certificate`` is an upper bound on ‖g(θ) − grad‖₂, g the
 DEQ gradient (20) at the true fixed point x̂, computed **without** x̂ (section C of
 ``docs/findings.md`` states and proves it). With δ a Lipschitz constant of Φ_K and a point
@@ -41,11 +44,11 @@ from typing import Any
 import torch
 from torch.func import jvp, vjp
 
-from . import hypergrad
-from .errors import InvalidInputError
-from .iteration import IterationStats, fixed_point, restart, unroll
-from .jacobians import jacobian_theta, power_iteration, spectral_norm, start_vector
-from .theta import Loss, Step, Theta, as_tuple, check_count, check_point, flat, like, unflat
+from ..errors import InvalidInputError
+from ..iteration import IterationStats, fixed_point, restart, unroll
+from ..jacobians import jacobian_theta, power_iteration, spectral_norm, start_vector
+from ..theta import Loss, Step, Theta, as_tuple, check_count, check_point, flat, like, unflat
+from . import estimators
 
 __all__ = [
     "DENSE_ENTRIES_LIMIT",
@@ -108,7 +111,8 @@ def _dtheta_norm(
     step: Step, theta: Theta, x: torch.Tensor, K: int, generator: torch.Generator | None
 ) -> tuple[float, bool]:
     """(‖∂_θΦ_K(x)‖₂, exact?): dense n×d Jacobian and SVD within the dense limits (exact),
-    else :func:`~operators.jacobians.power_iteration` on ∂_θΦ_Kᵀ∂_θΦ_K (one JVP and one VJP
+    else :func:`~retune_suite.operators.jacobians.power_iteration` on ∂_θΦ_Kᵀ∂_θΦ_K (one JVP and one
+    VJP
     a step, seeded by ``generator``): a lower estimate, so a certificate using it is only
     "estimated"."""
     Phi = unroll(step, K)
@@ -277,7 +281,7 @@ def estimate(
     lipschitz_x: float | None = None,
     tol: float | None = None,
     T_max: int = 10_000,
-    readout: hypergrad.Readout | None = None,
+    readout: estimators.Readout | None = None,
     solver: str = "gmres",
     maxiter: int = 1000,
     fixed_point_rtol: float | None = None,
@@ -286,9 +290,9 @@ def estimate(
     r"""Run one estimator and certify it: :class:`Estimate` (grad, x, stats, certificate).
 
     ``method`` is one of :data:`METHODS`. ``retune`` and ``unrolled`` run T blocks of Φ_K from
-    ``x0``; the others solve for x̂ from ``x0`` (:func:`operators.fixed_point`, relative
+    ``x0``; the others solve for x̂ from ``x0`` (:func:`retune_suite.operators.fixed_point`, relative
     tolerance ``fixed_point_rtol``) unless ``x_star`` is given. ``grad`` equals what the
-    matching function of :mod:`operators.hypergrad` returns, exactly.
+    matching function of :mod:`retune_suite.operators.hypergrad` returns, exactly.
 
     Certificate, an upper bound on ‖g(θ) − grad‖₂ (g: the DEQ gradient (20) at the true x̂,
     never computed here) from the a-posteriori distances s/(1−δ) of the block residual s:
@@ -413,7 +417,7 @@ def _estimate_retune(
         """(certificate, forward part, status) for the last block y → x = Φ_K(y)."""
         assert delta is not None and L_theta is not None and H is not None
         beta, status = _beta(step, theta, y, K, constants, generator)
-        G = _norm(hypergrad.loss_gradient(loss, x))
+        G = _norm(estimators.loss_gradient(loss, x))
         rho_B = r / (1.0 - delta)
         total, forward = jacobian_free_certificate(delta, G, beta, rho_B, delta * rho_B, L_theta, H)
         return total, forward, status
@@ -443,7 +447,7 @@ def _estimate_retune(
         if residuals:
             res = torch.cat(residuals)
             head = IterationStats(residuals=res, blocks=res.numel())
-        grad, x_KT = hypergrad.retune_last_block(step, theta, y, loss, K, readout=readout)
+        grad, x_KT = estimators.retune_last_block(step, theta, y, loss, K, readout=readout)
         r = _norm(x_KT - y)
         stats = _concat_stats(head, r, K, reason == "tolerance", reason)
         total, forward, status = certify(y, x_KT, r)
@@ -457,7 +461,7 @@ def _estimate_retune(
     else:
         first = restart(step, theta, x0, K, T - 1)
         x_prev, head = first.x, first.stats
-    grad, x_KT = hypergrad.retune_last_block(step, theta, x_prev, loss, K, readout=readout)
+    grad, x_KT = estimators.retune_last_block(step, theta, x_prev, loss, K, readout=readout)
     r = _norm(x_KT - x_prev)
     stats = EstimateStats(forward=_concat_stats(head, r, K, False, ""))
     none = _no_certificate(
@@ -486,7 +490,7 @@ def _estimate_unrolled(
     generator: torch.Generator | None,
 ) -> Estimate:
     check_count(T, "T")
-    grad = hypergrad.unrolled(step, theta, x0, loss, K, T, readout=readout)
+    grad = estimators.unrolled(step, theta, x0, loss, K, T, readout=readout)
     run = restart(step, theta, x0, K, T)  # the same iterates, without a graph: x, residuals
     stats = EstimateStats(forward=run.stats)
     none = _no_certificate(
@@ -497,7 +501,7 @@ def _estimate_unrolled(
         return Estimate(grad, run.x, stats, None, none)
     assert delta is not None and L_theta is not None and H is not None and L_x is not None
     beta, status = _beta(step, theta, run.x_prev, K, constants, generator)
-    G = _norm(hypergrad.loss_gradient(loss, run.x))
+    G = _norm(estimators.loss_gradient(loss, run.x))
     total = unrolled_certificate(delta, G, beta, run.stats.residuals.tolist(), L_theta, H, L_x)
     source = _source(status, constants, {"forward": total})
     return Estimate(grad, run.x, stats, total, source)
@@ -528,18 +532,18 @@ def _estimate_implicit(
     if x_star is None:
         forward_run = fixed_point(step, theta, x0, K, rtol=rtol)
         x_star, forward = forward_run.x, forward_run.stats
-    lin = hypergrad.linearise(step, theta, x_star, K)
+    lin = estimators.linearise(step, theta, x_star, K)
     backward = None
     if method == "jfb":
-        grad = hypergrad.jfb(step, theta, x_star, loss, K, readout=readout, lin=lin)
+        grad = estimators.jfb(step, theta, x_star, loss, K, readout=readout, lin=lin)
     elif method == "deq_neumann":
         if P is None:
             raise InvalidInputError("deq_neumann needs P (the number of Neumann terms), e.g. P=5.")
-        grad = hypergrad.deq_neumann(step, theta, x_star, loss, K, P, readout=readout, lin=lin)
+        grad = estimators.deq_neumann(step, theta, x_star, loss, K, P, readout=readout, lin=lin)
     elif method == "deq_exact":
-        grad = hypergrad.deq_exact(step, theta, x_star, loss, K, readout=readout, lin=lin)
+        grad = estimators.deq_exact(step, theta, x_star, loss, K, readout=readout, lin=lin)
     else:
-        grad, backward = hypergrad.deq_solve(
+        grad, backward = estimators.deq_solve(
             step, theta, x_star, loss, K, tol=tol, method=solver, maxiter=maxiter,
             return_stats=True, readout=readout, lin=lin,
         )  # fmt: skip
@@ -553,13 +557,13 @@ def _estimate_implicit(
     beta, status = _beta(step, theta, x_star, K, constants, generator)
     s = _norm(lin.out.detach() - lin.x)  # ‖Φ_K(x_s) − x_s‖ at the point used
     rho = s / (1.0 - delta)
-    G = _norm(hypergrad.loss_gradient(loss, x_star))
+    G = _norm(estimators.loss_gradient(loss, x_star))
     jf_total, jf_forward = jacobian_free_certificate(delta, G, beta, rho, rho, L_theta, H)
     terms: dict[str, float] = {"residual": s}
     if method == "jfb" or (method == "deq_neumann" and P == 0):
         terms.update(forward=jf_forward, lemma1=jf_total - jf_forward)
         return Estimate(grad, x_star, stats, jf_total, _source(status, constants, terms))
-    g_jf = hypergrad.jfb(step, theta, x_star, loss, K, lin=lin)
+    g_jf = estimators.jfb(step, theta, x_star, loss, K, lin=lin)
     gap = _norm(flat(as_tuple(grad)) - flat(as_tuple(g_jf)))
     candidates = {"jfb_plus_gap": jf_total + gap}
     if L_x is not None:

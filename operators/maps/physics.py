@@ -38,8 +38,8 @@ from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 import torch
 
-from .errors import InvalidInputError
-from .jacobians import dot_product_gap, power_iteration
+from ..errors import InvalidInputError
+from ..jacobians import dot_product_gap, power_iteration
 
 if TYPE_CHECKING:
     from deepinv.physics import LinearPhysics
@@ -421,7 +421,7 @@ def power_norm_sq(
     .. math:: x_{k+1} = \frac{A^\top A x_k}{‖A^\top A x_k‖}, \qquad
               \text{estimate} = ‖A^\top A x_k‖ \ (‖x_k‖ = 1)
 
-    :func:`operators.jacobians.power_iteration` on AᵀA: approaches ‖A‖₂² from below.
+    :func:`retune_suite.operators.jacobians.power_iteration` on AᵀA: approaches ‖A‖₂² from below.
     x has ``shape`` (B, C, H, W) and the dtype and device of ``model.sigma``.
     """
     if iterations < 1:

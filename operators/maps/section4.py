@@ -6,21 +6,26 @@ Usage (Algorithm 1's training: one problem per batch, at the current θ, with it
               pnp_sigma=sigma, pnp_tau=tau)   # model: wavelet-B/-BC, pnp-sigma-tau, pnp-weights
     step, x0, readout = p.step, p.x0, p.readout   # what train.Problem.build returns today
 
-Tasks (:mod:`operators.physics`, the paper's settings): ``denoise`` (A = Id, σ = (0.1, 0.25,
+Tasks (:mod:`retune_suite.operators.maps.physics`, the paper's settings): ``denoise`` (A = Id, σ =
+(0.1, 0.25,
 0.5) per channel), ``inpaint`` (90 % of the pixels missing, σ = 0.05), ``deblur`` (anisotropic
 uniform blurs of width 25, σ = 0.05). Priors:
 
 ``wavelet-B``, ``wavelet-BC``
     forward-backward on the weighted wavelet coefficients u, eq. (51), with θ_B (45) or
-    θ_BC (44) (:class:`operators.wavelet_prior.WaveletFB`); the estimate is the read-out
+    θ_BC (44) (:class:`retune_suite.operators.maps.wavelet_prior.WaveletFB`); the estimate is the
+    read-out
     R(u, θ) = Dᵀθ⁻¹u (section 4.1).
 ``pnp`` (= ``pnp-sigma-tau``), ``pnp-weights``
-    FB-PnP with a DRUNet, eq. (53) (:mod:`operators.pnp`), θ = (log σ, log τ) or θ = Λ (the
+    FB-PnP with a DRUNet, eq. (53) (:mod:`retune_suite.operators.maps.pnp`), θ = (log σ, log τ) or θ
+    = Λ (the
     network's weights, σ and τ fixed); the iterate is the image (no read-out).
 ``foe``
-    gradient descent on a fields-of-experts energy (:mod:`operators.foe`, section 5's smooth
+    gradient descent on a fields-of-experts energy (:mod:`retune_suite.operators.maps.foe`, section
+    5's smooth
     regulariser), θ = (α̃, w), x₀ = Aᵀy, the iterate is the image; ``fb`` is its
-    :class:`~operators.foe.FieldsOfExperts` (analytic ω, δ_K, L_θ, L_x; H = 1 for the loss).
+    :class:`~retune_suite.operators.maps.foe.FieldsOfExperts` (analytic ω, δ_K, L_θ, L_x; H = 1 for
+    the loss).
 """
 
 from __future__ import annotations
@@ -30,10 +35,10 @@ from dataclasses import dataclass
 
 import torch
 
-from .errors import InvalidInputError
-from .hypergrad import Readout
+from ..errors import InvalidInputError
+from ..hypergrad import Readout
+from ..theta import Loss, Step, Theta, as_tuple
 from .physics import TASKS, make_forward_model
-from .theta import Loss, Step, Theta, as_tuple
 
 __all__ = ["PRIORS", "TASKS", "Section4Problem", "build"]
 
@@ -47,7 +52,7 @@ class Section4Problem:
     """One section-4 problem on one batch: everything an estimator or a training step needs.
 
     ``step``, ``theta`` and ``x0`` are the φ, θ and x₀ of the estimators
-    (:mod:`operators.hypergrad`); ``loss`` is L(u) of the *iterate* with θ frozen at
+    (:mod:`retune_suite.operators.hypergrad`); ``loss`` is L(u) of the *iterate* with θ frozen at
     ``theta`` (the theory's setting: a loss that does not depend on θ), present when the clean
     images were given; ``readout`` maps an iterate to its image, R(u, θ) = Dᵀθ⁻¹u for the
     wavelet priors and None for PnP (the iterate is the image).
@@ -65,8 +70,8 @@ class Section4Problem:
     loss: Loss | None
     readout: Readout | None
     fb: object | None
-    """The :class:`~operators.wavelet_prior.WaveletFB` of the wavelet priors, the
-    :class:`~operators.foe.FieldsOfExperts` of ``foe``, else None."""
+    """The :class:`~retune_suite.operators.maps.wavelet_prior.WaveletFB` of the wavelet priors, the
+    :class:`~retune_suite.operators.maps.foe.FieldsOfExperts` of ``foe``, else None."""
 
     @property
     def omega(self) -> float | None:
@@ -141,7 +146,8 @@ def build(
     It does not depend on θ, so every θ of a training run, every estimator and every benchmark
     starts from the same point. (The peers bench used to start from θ₀Dy, whose image
     Dᵀθ₀⁻¹θ₀Dy is y; the paper does not, and the theory, Theorem 1 for any x₀, does not ask
-    for it.) The observation noise is the paper's for each task (:mod:`operators.physics`);
+    for it.) The observation noise is the paper's for each task
+    (:mod:`retune_suite.operators.maps.physics`);
     for another level, pass a ``physics`` built with it.
 
     Examples
@@ -233,7 +239,8 @@ def _foe(
     clean: torch.Tensor | None,
     theta: Theta | None,
 ) -> Section4Problem:
-    """Gradient descent on the FoE energy (:mod:`operators.foe`) on the image, from x₀ = Aᵀy;
+    """Gradient descent on the FoE energy (:mod:`~retune_suite.maps.foe`) on the image, from x₀ =
+    Aᵀy;
     θ⁰ = (log α = −3, the 8 lowest-frequency zero-mean 5×5 DCT filters)."""
     from .foe import FieldsOfExperts, init_theta
 
@@ -269,7 +276,7 @@ def _pnp(
     if denoiser is None:
         raise InvalidInputError(
             f"{prior} needs a DRUNet denoiser: pass denoiser=load_drunet(path, device=..., "
-            "dtype=...) (operators.pnp)."
+            "dtype=...) (retune_suite.operators.maps.pnp)."
         )
     if prior == "pnp-sigma-tau":
         step: Callable = fb_pnp_sigma_tau(physics, y, denoiser)
