@@ -189,6 +189,8 @@ def verify(
         computed without x̂) next to the a-priori bounds; the frame's ``bound/observed`` is the
         tightness of each.
 
+    Notes
+    -----
     Every constant is exact at the points the proofs use (dense SVDs, exact secant ratios,
     see :mod:`retune_suite.bounds.constants`) or marked estimated; ``holds`` allows only a rounding
     margin
@@ -200,7 +202,8 @@ def verify(
 
     Examples
     --------
-    >>> import torch, bounds
+    >>> import torch
+    >>> from retune_suite import bounds
     >>> step = lambda x, th: th * x + 1.0
     >>> loss = lambda x: 0.5 * ((x - 2.0) ** 2).sum()
     >>> th, x0 = torch.tensor([0.5], dtype=torch.float64), torch.zeros(1, dtype=torch.float64)

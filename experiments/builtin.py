@@ -47,7 +47,7 @@ def _scalar_lipschitz_theta(theta: float) -> Callable[[int], float]:
 
 def cases(n: int = 16, d: int = 4, seed: int = 0) -> list[Case]:
     """Scalar affine maps, then one random instance of each prior of
-    :mod:`~retune_suite.maps.problems`."""
+    :mod:`~retune_suite.operators.maps.problems`."""
     out = [
         Case(
             "scalar_affine",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import re
 import sys
 import time
 from collections.abc import Callable
@@ -24,7 +25,9 @@ class VerifyConfig:
     n: int = field(default=16, metadata={"help": "dimension of the random problems"})
     d: int = field(default=4, metadata={"help": "number of hyperparameters (groups)"})
     seed: int = field(default=0, metadata={"help": "seed of the random problems"})
-    out: str | None = field(default=None, metadata={"help": "folder for verify.csv"})
+    out: str | None = field(
+        default=None, metadata={"help": "folder for verify.csv and config.json (none: print only)"}
+    )
 
 
 def _commands() -> dict[str, tuple[type, Callable[[Any], int], dict]]:
@@ -54,6 +57,25 @@ def _commands() -> dict[str, tuple[type, Callable[[Any], int], dict]]:
     }
 
 
+def _shown(value: Any) -> str:
+    """A default as it is written on the command line: ``1,2,5``; ``1,1;10,10``."""
+    if isinstance(value, tuple | list):
+        return (";" if any(isinstance(v, tuple | list) for v in value) else ",").join(
+            _shown(v) for v in value
+        )
+    return str(value)
+
+
+def _help(f: dataclasses.Field) -> str:
+    """The field's help with its default said once: the help's own ``(default: ...)`` where it
+    has one, else the value (none for a flag, nor for None: the help says what happens then)."""
+    text = f.metadata.get("help", "")
+    plain = f.default is None or f.default is dataclasses.MISSING
+    if f.type in ("bool", bool) or plain or re.search(r"\bdefault\b", text):
+        return text
+    return f"{text} (default: {_shown(f.default)})".strip()
+
+
 def _add_dataclass_arguments(parser: argparse.ArgumentParser, config: type) -> None:
     """One flag per field; only flags given on the command line override preset and defaults.
 
@@ -61,7 +83,7 @@ def _add_dataclass_arguments(parser: argparse.ArgumentParser, config: type) -> N
     """
     for f in dataclasses.fields(config):
         flag = f"--{f.name.replace('_', '-')}"
-        help_text = f"{f.metadata.get('help', '')} (default: {f.default})".strip()
+        help_text = _help(f)
         if f.metadata.get("positional"):
             parser.add_argument(f.name, help=f.metadata.get("help"))
             continue
@@ -85,11 +107,72 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _validate_verify(cfg: VerifyConfig) -> None:
+    from retune_suite.operators.errors import InvalidInputError
+
+    for name, low in (("K", 1), ("T", 1), ("P", 0), ("n", 1), ("d", 1)):
+        value = getattr(cfg, name)
+        if isinstance(value, bool) or not isinstance(value, int) or value < low:
+            raise InvalidInputError(f"--{name} must be an integer >= {low}, got {value!r}.")
+
+
 def run_verify(cfg: VerifyConfig) -> int:
-    """Print one table per built-in problem; write them all to ``out/verify.csv``."""
+    """Print one table per built-in problem; write them all to ``out/verify.csv``.
+
+    With ``--out`` the folder follows the rule of every job: a folder that holds this check
+    with the same settings is complete (exit 0, nothing recomputed), one with other settings is
+    refused (nothing is overwritten).
+    """
+    from retune_suite.experiments.common.io import remove_partial_writes
+    from retune_suite.experiments.common.lock import folder_lock
+    from retune_suite.experiments.common.resume import interrupt_hint
+
+    _validate_verify(cfg)
+    if not cfg.out:
+        with interrupt_hint("nothing was written; run the same command again."):
+            return _verify(cfg, None)
+    out = Path(cfg.out)
+    with (
+        folder_lock(out),
+        interrupt_hint(f"nothing was written to {out}; run the same command again."),
+    ):
+        remove_partial_writes(out)
+        if _verify_complete(cfg, out):
+            return 0
+        return _verify(cfg, out)
+
+
+def _verify_complete(cfg: VerifyConfig, out: Path) -> bool:
+    """Whether ``out`` holds this check already (True: said so); refuses other settings."""
+    from retune_suite.experiments.common.resume import config_changes, read_saved_config
+    from retune_suite.operators.errors import InvalidInputError
+
+    path = out / "verify.csv"
+    if not path.exists():
+        return False
+    saved = read_saved_config(out / "config.json", VerifyConfig)
+    if saved is None:
+        raise InvalidInputError(
+            f"{out} holds a verify.csv without the config.json of its settings (an older "
+            "version wrote it): choose another --out, or delete it (nothing is overwritten)."
+        )
+    changed = config_changes(saved, cfg, ("out",))
+    if changed:
+        raise InvalidInputError(
+            f"{out} holds the results of verify with other settings ({'; '.join(changed)}): "
+            "choose another --out (nothing is overwritten)."
+        )
+    print(
+        f"complete: {path} holds this check with the same settings; nothing recomputed (run "
+        "verify without --out to print the tables, or choose another --out)."
+    )
+    return True
+
+
+def _verify(cfg: VerifyConfig, out: Path | None) -> int:
     import pandas as pd
     from retune_suite.experiments.builtin import cases
-    from retune_suite.experiments.common.io import write_csv_atomic
+    from retune_suite.experiments.common.io import write_csv_atomic, write_json_atomic
 
     from retune_suite import bounds
 
@@ -139,9 +222,12 @@ def run_verify(cfg: VerifyConfig) -> int:
     )
     for _, row in open_.iterrows():
         print(f"   no verdict on {row['name']} ({row['problem']}): {row['reason']}")
-    if cfg.out:
-        path = write_csv_atomic(result, Path(cfg.out) / "verify.csv")
-        print(f"wrote {path}")
+    if out is not None:  # verify.csv last: it marks the check complete
+        write_json_atomic(
+            {**dataclasses.asdict(cfg), "torch": torch.__version__}, out / "config.json"
+        )
+        path = write_csv_atomic(result, out / "verify.csv")
+        print(f"wrote {path} and {out / 'config.json'}")
     return 0
 
 
@@ -154,21 +240,25 @@ def main(argv: list[str] | None = None) -> int:
         "foe",
     ]:  # the fields-of-experts job (retune_suite.experiments.reproduce.foe)
         argv = ["reproduce-foe", *argv[2:]]
-    args = vars(build_parser().parse_args(argv))
-    config_type, runner, presets = _commands()[args.pop("command")]
-    preset = args.get("preset")
-    if preset is not None and preset not in presets:
-        print(
-            f"retune-suite: unknown preset {preset!r}; choose from {', '.join(presets)}",
-            file=sys.stderr,
-        )
-        return 2
-    config = dataclasses.replace(config_type(), **{**presets.get(preset, {}), **args})
     try:
+        args = vars(build_parser().parse_args(argv))
+        config_type, runner, presets = _commands()[args.pop("command")]
+        preset = args.get("preset")
+        if preset is not None and preset not in presets:
+            print(
+                f"retune-suite: unknown preset {preset!r}; choose from {', '.join(presets)}",
+                file=sys.stderr,
+            )
+            return 2
+        config = dataclasses.replace(config_type(), **{**presets.get(preset, {}), **args})
         return runner(config)
     except RetuneError as error:
+        # one message, no traceback: a bad argument, a run that cannot go on, or a missing
+        # optional dependency (MissingExtraError names the extra: pip install 'retune-suite[X]')
         print(f"retune-suite: error: {error}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # the job printed what is kept and how to go on
+        return 130
 
 
 if __name__ == "__main__":

@@ -8,15 +8,14 @@ gradient in
 estimator differentiates through it:
 
 =============  ==========================================================  =====================
-backward       forward (what x is)                                        θ.grad after
-                                                                          ``loss(x).backward()``
+backward       forward (what x is)                                         θ.grad after
+                                                                           ``loss(x).backward()``
 =============  ==========================================================  =====================
 ``retune``     T − 1 blocks without graph, the last block with it: x_{KT}  ``hypergrad.retune``
 ``unrolled``   all T blocks with the graph: x_{KT}                         ``hypergrad.unrolled``
-``jfb``        x̂ by :func:`retune_suite.operators.fixed_point`, no graph
-``hypergrad.jfb``
-``neumann``    x̂, no graph; backward: P Neumann terms (22)                ``hypergrad.deq_neumann``
-``deq``        x̂, no graph; backward: adjoint (20) by GMRES               ``hypergrad.deq_solve``
+``jfb``        x̂ by :func:`~.iteration.fixed_point`, no graph              ``hypergrad.jfb``
+``neumann``    x̂, no graph; backward: P Neumann terms (22)                 ``hypergrad.deq_neumann``
+``deq``        x̂, no graph; backward: adjoint (20) by GMRES                ``hypergrad.deq_solve``
 =============  ==========================================================  =====================
 
 For ``jfb``, ``neumann`` and ``deq`` the backward is a :class:`torch.autograd.Function` that

@@ -46,7 +46,8 @@ def _np(t: object) -> np.ndarray:
 
 @dataclass(frozen=True)
 class NumpyProblem:
-    """The data of an :class:`~retune_suite.maps.problems.Problem`, as float64 NumPy arrays."""
+    """The data of an :class:`~retune_suite.operators.maps.problems.Problem`, as float64 NumPy
+    arrays."""
 
     prior: str
     A: np.ndarray

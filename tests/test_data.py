@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import subprocess
 import sys
 
@@ -17,6 +18,7 @@ from retune_suite.experiments.common.data import (
     train_test_split,
 )
 from retune_suite.operators import InvalidInputError
+from retune_suite.operators.errors import MissingExtraError
 
 SIZES = {
     "astronaut": (512, 512),
@@ -27,8 +29,13 @@ SIZES = {
 }
 
 
+NO_SKIMAGE = importlib.util.find_spec("skimage") is None
+
+
 @pytest.fixture(scope="module")
 def embedded():
+    if NO_SKIMAGE:
+        pytest.skip("scikit-image (the extra retune-suite[data]) holds the photographs")
     return embedded_images()
 
 
@@ -49,12 +56,13 @@ def test_embedded_images(embedded):
 @pytest.mark.parametrize("name", ["astronaut", "chelsea", "coffee", "rocket"])
 def test_embedded_images_match_skimage(embedded, name):
     """Same pixels as skimage.data's own loaders (which find these files in the wheel)."""
-    import skimage.data
+    skimage_data = pytest.importorskip("skimage.data")
 
-    expected = torch.from_numpy(getattr(skimage.data, name)()).permute(2, 0, 1) / 255.0
+    expected = torch.from_numpy(getattr(skimage_data, name)()).permute(2, 0, 1) / 255.0
     torch.testing.assert_close(dict(embedded)[name], expected.float(), rtol=0, atol=0)
 
 
+@pytest.mark.skipif(NO_SKIMAGE, reason="scikit-image (retune-suite[data]) is not installed")
 def test_embedded_images_offline_without_importing_skimage():
     """No socket, no pooch: the photos are read from the installed wheel, not downloaded."""
     code = """
@@ -72,6 +80,17 @@ assert len(embedded_images()) == 5
 assert "skimage" not in sys.modules, "skimage.data's loaders may download: not used"
 """
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_without_scikit_image_the_error_names_the_extra(monkeypatch):
+    """No scikit-image: one message naming the extra and the way around it (--images)."""
+    monkeypatch.setitem(sys.modules, "skimage", None)  # find_spec("skimage") is None
+    with pytest.raises(MissingExtraError) as caught:
+        embedded_images()
+    message = str(caught.value)
+    assert message.startswith("reading the embedded photographs needs scikit-image: ")
+    assert "pip install 'retune-suite[data]'" in message and "--images FOLDER" in message
+    assert "\n" not in message and isinstance(caught.value, ImportError)
 
 
 def test_load_folder(tmp_path):

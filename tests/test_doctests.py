@@ -10,6 +10,7 @@ from __future__ import annotations
 import doctest
 import importlib
 import pkgutil
+import sys
 from pathlib import Path
 
 import pytest
@@ -29,9 +30,16 @@ for _sub in ("operators", "bounds", "experiments"):
 MODULES = sorted(set(MODULES))
 
 
+REPO = Path(__file__).resolve().parents[1]
+
+
 @pytest.mark.parametrize("name", MODULES)
-def test_docstring_examples(name):
+def test_docstring_examples(name, monkeypatch):
     module = importlib.import_module(name)
+    # As a user runs them: without the repository on sys.path, so that an example importing an
+    # old top-level name (``import bounds``) fails here instead of finding the folder.
+    kept = [p for p in sys.path if Path(p or ".").resolve() != REPO]
+    monkeypatch.setattr(sys, "path", kept)
     previous = torch.get_default_dtype()
     try:
         torch.set_default_dtype(torch.float32)  # the doctests state their own dtypes

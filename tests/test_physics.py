@@ -292,7 +292,7 @@ def test_adjointness_test_agrees_with_deepinv(task):
     """Our dot-product test (operators.jacobians.dot_product_gap, seeded and scale-free)
     against deepinv's ``LinearPhysics.adjointness_test`` (a Monte-Carlo ‖A − Bᵀ‖_F/‖A‖_F):
     both pass the true adjoint and both flag a wrong one (Aᵀ scaled by 1.01)."""
-    import deepinv as dinv
+    dinv = pytest.importorskip("deepinv")
 
     model = make_forward_model(task, 3, SIZE, dtype=torch.float64, seed=1)
     u = torch.zeros(1, 3, *SIZE, dtype=torch.float64)
@@ -311,3 +311,60 @@ def test_adjointness_test_agrees_with_deepinv(task):
     # random x, y make ⟨Ax, y⟩ ~ ‖Ax‖‖y‖/√n, so a 1% error shows as ~1e-2/√n ≈ 1e-4: far
     # above the 1e-12 float64 tolerance every adjointness test of the suite uses
     assert dot_product_gap(model.A, wrong_adjoint, x, y) > 1e3 * ADJOINT_TOL[torch.float64]
+
+
+def _deepinv_operator(model):
+    """deepinv's own operator for our model: Denoising, Inpainting with our mask, BlurFFT with
+    our (1, 3, w, w) filter (what this module used before it wrote them in torch)."""
+    physics = pytest.importorskip("deepinv.physics")
+    C, H, W = model.shape
+    if isinstance(model, InpaintingModel):
+        mask = model.mask.view(1, H, W)
+        return physics.Inpainting(img_size=(C, H, W), mask=mask, noise_model=physics.ZeroNoise())
+    if isinstance(model, DeblurringModel):
+        return physics.BlurFFT(
+            img_size=(C, H, W), filter=model.physics.filter, noise_model=physics.ZeroNoise()
+        )
+    return physics.Denoising(noise_model=physics.ZeroNoise())
+
+
+@pytest.mark.parametrize("size", [SIZE, (25, 31), (33, 26)])
+@pytest.mark.parametrize("task", TASKS)
+def test_operators_are_deepinvs(task, size):
+    """A and Aᵀ written in torch (so the core needs no deepinv) are deepinv's Denoising,
+    Inpainting and BlurFFT to 1e-12 in float64, odd and even sizes (the blur kernel's centre
+    and the real FFT's last bin), and keep their attributes (.mask, .filter)."""
+    model = make_forward_model(task, 3, size, dtype=torch.float64, seed=3)
+    theirs = _deepinv_operator(model)
+    g = generator("cpu", 11)
+    for _ in range(3):
+        x = torch.randn(2, 3, *size, generator=g, dtype=torch.float64)
+        for ours, reference in ((model.A, theirs.A), (model.A_adjoint, theirs.A_adjoint)):
+            expected = reference(x)
+            assert expected.dtype == torch.float64
+            torch.testing.assert_close(ours(x), expected, rtol=0, atol=1e-12)
+        torch.testing.assert_close(model.physics(x), theirs(x), rtol=0, atol=1e-12)
+    if task == "inpaint":
+        assert torch.equal(model.mask, theirs.mask)
+    if task == "deblur":
+        assert torch.equal(model.physics.filter, theirs.filter)
+        assert torch.equal(model.kernels, anisotropic_blur_kernels(25, dtype=torch.float64))
+
+
+def test_blur_centre_of_any_kernel_is_deepinvs():
+    """A kernel that is not symmetric, even sides, one per channel: deepinv's centring
+    (entry (⌊h/2⌋, ⌊w/2⌋)) and its adjoint, to 1e-12."""
+    from retune_suite.operators.maps.physics import CircularBlur
+
+    physics = pytest.importorskip("deepinv.physics")
+    g = generator("cpu", 5)
+    kernel = torch.rand(1, 3, 4, 6, generator=g, dtype=torch.float64)
+    ours = CircularBlur(kernel, (9, 10))
+    theirs = physics.BlurFFT(img_size=(3, 9, 10), filter=kernel, noise_model=physics.ZeroNoise())
+    x = torch.randn(2, 3, 9, 10, generator=g, dtype=torch.float64)
+    torch.testing.assert_close(ours.A(x), theirs.A(x), rtol=0, atol=1e-12)
+    torch.testing.assert_close(ours.A_adjoint(x), theirs.A_adjoint(x), rtol=0, atol=1e-12)
+    delta = torch.zeros(1, 3, 9, 10, dtype=torch.float64)
+    delta[..., 0, 0] = 1.0
+    response = ours.A(delta)[0, 0]  # the kernel, its entry (2, 3) moved to the origin
+    torch.testing.assert_close(response[:2, :3], kernel[0, 0, 2:, 3:], rtol=0, atol=1e-14)

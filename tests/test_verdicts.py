@@ -62,8 +62,11 @@ def test_resume_skips_done_units_and_refuses_to_overwrite(tmp_path, image_scale_
     args += ["--out", str(tmp_path), "--quiet"]
     assert main([*args, "--ts", "1"]) == 0
     first = pd.read_csv(tmp_path / "verdicts.csv")
-    assert main([*args, "--ts", "1"]) == 2
-    assert "--resume" in capsys.readouterr().err
+    capsys.readouterr()
+    assert main([*args, "--ts", "1"]) == 0  # the same command again: complete, nothing redone
+    assert "complete:" in capsys.readouterr().out
+    assert main([*args, "--ts", "1", "--P", "3"]) == 2  # other settings: never overwritten
+    assert "other settings (P: 5 -> 3)" in capsys.readouterr().err
     assert main([*args, "--ts", "1,2", "--resume"]) == 2
     assert "ts" in capsys.readouterr().err  # the grid is part of the run: not resumable
     assert main([*args, "--ts", "1", "--resume"]) == 0

@@ -89,7 +89,7 @@ def test_wavy_map_with_its_lipschitz_constant_holds():
 def test_power_iteration_delta_gives_no_lemma1_verdict(monkeypatch):
     """Beyond the dense limit the local δ comes from a power iteration (a lower estimate):
     Lemma 1 then gets no verdict unless δ is given."""
-    monkeypatch.setattr("retune_suite.operators.hypergrad.estimators.DENSE_LIMIT", 3)
+    monkeypatch.setattr("retune_suite.operators.hypergrad.DENSE_LIMIT", 3)  # what verify reads
     monkeypatch.setattr("retune_suite.bounds.constants.DENSE_LIMIT", 3)
     theta = torch.tensor([0.5], dtype=F64)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 import warnings
 
 import numpy as np
@@ -10,12 +11,15 @@ import torch
 from hypothesis import given
 from hypothesis import strategies as st
 from retune_suite.operators import InvalidInputError
+from retune_suite.operators.errors import MissingExtraError
 from retune_suite.operators.maps.wavelet import (
     Wavelet2D,
     _filters,
+    _pywt_filter,
     adjointness_test,
     reconstruction_error,
 )
+from retune_suite.operators.maps.wavelet_filters import FILTERS
 
 pywt = pytest.importorskip("pywt")
 
@@ -124,6 +128,37 @@ def test_filters_are_pywt_filters():
         assert abs(lo[: 8 - 2 * k] @ lo[2 * k :] - (k == 0)) < 4e-16
         assert abs(hi[: 8 - 2 * k] @ hi[2 * k :] - (k == 0)) < 4e-16
         assert abs(lo[: 8 - 2 * k] @ hi[2 * k :]) < 4e-16
+
+
+def test_shipped_filter_table_is_pywt_bit_for_bit():
+    """The table the core uses without PyWavelets: (dec_lo, dec_hi) exactly as pywt's, and
+    _filters gives the same filters whether the taps come from the table or from pywt."""
+    expected = ["haar", *(f"db{n}" for n in range(1, 11)), *(f"sym{n}" for n in range(2, 11))]
+    assert list(FILTERS) == [*expected, *(f"coif{n}" for n in range(1, 6))]
+    for name, (lo, hi) in FILTERS.items():
+        wavelet = pywt.Wavelet(name)
+        assert wavelet.orthogonal
+        assert lo == tuple(wavelet.dec_lo), name
+        assert hi == tuple(wavelet.dec_hi), name
+        assert all(type(v) is float for v in (*lo, *hi))
+        assert _pywt_filter(name) == lo
+    for name in ("db4", "sym4", "coif3"):
+        assert _filters(name) == _filters.__wrapped__(name)
+
+
+def test_other_names_come_from_pywt(monkeypatch):
+    """db12 is not in the table: pywt's taps when it is there, else an error naming the extra
+    and PyWavelets (the cache is bypassed: _filters.__wrapped__)."""
+    lo, hi = _filters.__wrapped__("db12")
+    np.testing.assert_allclose(lo, pywt.Wavelet("db12").dec_lo, rtol=0, atol=1e-15)
+    np.testing.assert_allclose(hi, pywt.Wavelet("db12").dec_hi, rtol=0, atol=1e-15)
+    monkeypatch.setitem(sys.modules, "pywt", None)  # `import pywt` raises ImportError
+    assert _filters.__wrapped__("db4") == _filters("db4")  # the table needs no pywt
+    with pytest.raises(
+        MissingExtraError,
+        match=r"'db12' needs pywt: pip install 'retune-suite\[peers\]'.*pip install PyWavelets",
+    ):
+        _filters.__wrapped__("db12")
 
 
 @st.composite

@@ -13,7 +13,9 @@ import pandas as pd
 import torch
 
 from ..common.devices import resolve_device
-from ..common.io import write_csv_atomic, write_json_atomic
+from ..common.io import remove_partial_writes, write_csv_atomic, write_json_atomic
+from ..common.lock import folder_lock
+from ..common.resume import interrupt_hint
 from . import deepinv, ours, torchdeq
 from .config import BenchConfig, check_output, validate
 from .problem import Bench, library, missing, rel
@@ -62,9 +64,16 @@ def run_bench(cfg: BenchConfig) -> int:
     """Run the benchmark; write ``bench.csv``, ``targets.csv`` and ``config.json`` under out.
 
     An ``--out`` that holds an earlier run's results is refused before any work, unless
-    ``--overwrite`` is given.
+    ``--overwrite`` is given; the folder is locked for the run (one writer).
     """
     validate(cfg)
+    out = Path(cfg.out)
+    with folder_lock(out), interrupt_hint(f"nothing was written to {out}; run it again."):
+        remove_partial_writes(out)
+        return _run_bench(cfg)
+
+
+def _run_bench(cfg: BenchConfig) -> int:
     check_output(cfg)
     device = resolve_device(cfg.device)
     threads = torch.get_num_threads()

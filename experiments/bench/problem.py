@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import importlib
 import math
 import time
 import warnings
@@ -12,6 +11,7 @@ from dataclasses import dataclass
 
 import torch
 from retune_suite.operators import fixed_point, hypergrad, restart
+from retune_suite.operators.errors import MissingExtraError, require
 from retune_suite.operators.maps import section4
 
 from .config import BenchConfig
@@ -86,11 +86,12 @@ def library(name: str) -> str:
 
 
 def missing(requires: tuple[str, ...]) -> str | None:
-    """``None`` when every module imports, else ``"not installed: name (error)"``."""
+    """``None`` when every module imports, else ``"not installed: name (error)"``, the error
+    naming the extra that installs the peers (``retune-suite[peers]``)."""
     for name in requires:
         try:
-            importlib.import_module(name)
-        except ImportError as error:
+            require(name, "peers", "`retune-suite bench --peers`")
+        except MissingExtraError as error:
             return f"not installed: {name} ({error})"
     return None
 

@@ -2,10 +2,10 @@ r"""The ptwt map: deepinv 0.5's PGD step with its wavelet prior, written out wit
 
 from __future__ import annotations
 
-import importlib
 from dataclasses import dataclass
 
 import torch
+from retune_suite.operators.errors import require
 
 from .config import LEVELS, WAVELET
 
@@ -37,10 +37,9 @@ class PtwtFB:
     levels: int = LEVELS
 
     def __post_init__(self) -> None:
-        import pywt
-
-        self._ptwt = importlib.import_module("ptwt")
-        self._filters = pywt.Wavelet(self.wavelet)
+        feature = "the ptwt map of `retune-suite bench --peers`"
+        self._ptwt = require("ptwt", "peers", feature)
+        self._filters = require("pywt", "peers", feature).Wavelet(self.wavelet)
 
     def step(self, x: torch.Tensor, lam: torch.Tensor) -> torch.Tensor:
         """φ(x, λ)."""

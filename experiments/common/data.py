@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from retune_suite.operators.errors import InvalidInputError
+from retune_suite.operators.errors import InvalidInputError, MissingExtraError
 
 EMBEDDED = (
     "astronaut.png",
@@ -46,15 +46,18 @@ Images = Sequence[NamedImage] | Sequence[torch.Tensor]
 def embedded_images() -> list[NamedImage]:
     """The :data:`EMBEDDED` photographs as (name, image) pairs, image (3, H, W) float32 in [0, 1].
 
-    Read from the installed scikit-image package, without importing it and without any
-    network access. Sizes (H × W): astronaut 512 × 512, chelsea 300 × 451, coffee 400 × 600,
-    motorcycle_left 500 × 741, rocket 427 × 640.
+    Read from the installed scikit-image package (the extra ``retune-suite[data]``), without
+    importing it and without any network access; without it, :class:`MissingExtraError` names
+    the extra and ``--images FOLDER`` / :func:`load_folder`. Sizes (H × W): astronaut 512 × 512,
+    chelsea 300 × 451, coffee 400 × 600, motorcycle_left 500 × 741, rocket 427 × 640.
     """
     spec = importlib.util.find_spec("skimage")
     if spec is None or not spec.submodule_search_locations:
-        raise ImportError(
-            "embedded_images() reads the photographs bundled with scikit-image: "
-            "pip install scikit-image, or use load_folder() on your own images."
+        raise MissingExtraError(
+            "scikit-image",
+            "data",
+            "reading the embedded photographs",
+            hint="(its wheel holds them), or use your own images: --images FOLDER (load_folder)",
         )
     folder = Path(next(iter(spec.submodule_search_locations))) / "data"
     images = []

@@ -11,6 +11,7 @@ derives one flag per field, with the field's ``help``; the list fields (``ks``, 
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -196,6 +197,26 @@ def validate(cfg: ErrorStudyConfig) -> None:
             f"--timing-repeats must be at least 1 (timed calls after the warm-up), "
             f"got {cfg.timing_repeats}."
         )
+    for name, low in (
+        ("batch", 1),
+        ("t_ref", 1),
+        ("unrolled_max_steps", 0),
+        ("threads", 0),
+        ("denoiser_steps", 1),
+    ):
+        value = getattr(cfg, name)
+        if isinstance(value, bool) or not isinstance(value, int) or value < low:
+            raise InvalidInputError(
+                f"--{name.replace('_', '-')} must be an integer >= {low}, got {value!r}."
+            )
+    for name in ("solve_tol", "fixed_point_rtol"):
+        value = getattr(cfg, name)
+        if not (isinstance(value, int | float) and 0 < value < 1):
+            raise InvalidInputError(f"--{name.replace('_', '-')} must be in (0, 1), got {value}.")
+    for name in ("pnp_sigma", "pnp_tau"):
+        value = getattr(cfg, name)
+        if not (isinstance(value, int | float) and math.isfinite(value) and value > 0):
+            raise InvalidInputError(f"--{name.replace('_', '-')} must be positive, got {value}.")
     resolve_device(cfg.device)
 
 

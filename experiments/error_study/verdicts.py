@@ -15,7 +15,7 @@ where every constant is certified; the constants given here are:
 - H, the Lipschitz constant of ∂ₓL: exactly max θ₀⁻² for the wavelet priors (the loss
   ½‖Dᵀθ₀⁻¹u − x̄‖², D orthonormal), 1 for ``foe`` (½‖x − x̄‖²);
 - L_θ of the certificates: analytic on
-:meth:`retune_suite.operators.maps.foe.FieldsOfExperts.run_ball` for
+  :meth:`retune_suite.operators.maps.foe.FieldsOfExperts.run_ball` for
   ``foe`` denoising; none for the wavelet priors (∂_θΦ_K jumps where the active set changes),
   whose certificates are then not computed. Theorem 2 itself uses the exact secant L_θ at
   (x_{K(T−1)}, x̂), which is certified at every size
@@ -36,6 +36,7 @@ filled marker for True, a cross for False and an open one for no verdict.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import time
 from dataclasses import dataclass, field
@@ -52,10 +53,11 @@ from retune_suite.operators.maps.section4 import TASKS
 
 from retune_suite import bounds
 
-from ..common.io import save_figure, write_csv_atomic, write_json_atomic
-from ..common.options import TypedFields, convert_fields
+from ..common.io import remove_partial_writes, save_figure, write_csv_atomic, write_json_atomic
+from ..common.lock import folder_lock
+from ..common.options import TypedFields
 from ..common.progress import progress
-from ..common.resume import check_resume
+from ..common.resume import interrupt_hint, read_csv_records, read_saved_config, run_state
 from .config import _counts
 
 __all__ = ["PRIORS", "VerdictConfig", "run_verdicts", "verdict_figure"]
@@ -145,41 +147,66 @@ def _given(p: section4.Section4Problem, K: int) -> dict[str, Any]:
     return dict(delta=delta, hessian_bound=H, lipschitz_theta=L_theta, lipschitz_x=L_x)
 
 
-def _saved(path: Path) -> dict[str, Any] | None:
-    import json
-
+def _previous(path: Path, cfg: VerdictConfig) -> pd.DataFrame:
+    """The complete (K, T) units of ``verdicts.csv``: its complete records (a last line cut
+    short is dropped), less any (K, T) with fewer rows than its frame had (``unit_rows``)."""
     if not path.exists():
-        return None
-    saved = json.loads(path.read_text())
-    names = {f.name for f in dataclasses.fields(VerdictConfig)}
-    return convert_fields(VerdictConfig, {k: v for k, v in saved.items() if k in names})
+        return pd.DataFrame()
+    rows, torn = read_csv_records(path, required=("K", "T", "kind", "name"))
+    if "unit_rows" in rows and not rows.empty:  # files of older versions: every unit complete
+        count = rows.groupby(["K", "T"])["K"].transform("size")
+        partial = count != rows["unit_rows"]
+        if partial.any():
+            cut = sorted(set(zip(rows.K[partial], rows["T"][partial], strict=True)))
+            print(f"{path}: the rows of (K, T) = {cut} are incomplete: computed again")
+            rows = rows[~partial].reset_index(drop=True)
+    elif torn:
+        print(f"{path}: its last row was cut short: dropped")
+    return rows
 
 
 def run_verdicts(cfg: VerdictConfig) -> int:
     """Run :func:`~retune_suite.bounds.verify` at every (K, T); print the verdicts; write CSV and
-    figure."""
+    figure. The run folder is locked for the run; a finished run of the same settings is
+    reported complete (exit 0), an unfinished one continues with ``--resume``."""
     validate(cfg)
     if cfg.threads > 0:
         torch.set_num_threads(cfg.threads)
     out = Path(cfg.out)
+    hint = (
+        f"every (K, T) finished is kept in {out / 'verdicts.csv'}; continue with the same "
+        "command and --resume."
+    )
+    with folder_lock(out), interrupt_hint(hint):
+        return _run(cfg, out)
+
+
+def _run(cfg: VerdictConfig, out: Path) -> int:
+    remove_partial_writes(out)
     path = out / "verdicts.csv"
-    rows = pd.DataFrame()
-    if cfg.resume:
-        check_resume(
-            _saved(out / "config.json"),
-            cfg,
-            where=str(out),
-            resumable=RESUMABLE,
-            fix="give the settings of the first run, or choose another --out",
+    units = [(K, T) for K in cfg.ks for T in cfg.ts]
+    previous = functools.cache(lambda: _previous(path, cfg))
+
+    def complete() -> bool:
+        rows = previous()
+        return not rows.empty and set(units) <= set(zip(rows["K"], rows["T"], strict=True))
+
+    state = run_state(
+        out,
+        exists=path.exists() or (out / "config.json").exists(),
+        saved=read_saved_config(out / "config.json", VerdictConfig),
+        current=cfg,
+        resume=cfg.resume,
+        complete=complete,
+        resumable=RESUMABLE,
+    )
+    rows = previous()
+    if state == "complete" and (out / "verdicts.png").exists():
+        print(
+            f"complete: {out} holds this run with the same settings ({path}); nothing "
+            "recomputed (pass --resume to redraw its figure, or choose another --out)."
         )
-        if path.exists():
-            rows = pd.read_csv(path)
-    elif path.exists() or (out / "config.json").exists():
-        raise InvalidInputError(
-            f"{out} holds a run: pass --resume to continue it, or choose another --out "
-            "(nothing is overwritten)."
-        )
-    out.mkdir(parents=True, exist_ok=True)
+        return 0
     if not (out / "config.json").exists():
         write_json_atomic(
             {**dataclasses.asdict(cfg), "torch": torch.__version__}, out / "config.json"
@@ -224,6 +251,7 @@ def run_verdicts(cfg: VerdictConfig) -> int:
                     ):
                         frame.insert(i, name, value)
                     frame["seconds"] = time.perf_counter() - start
+                    frame["unit_rows"] = len(frame)  # a unit is complete with all its rows
                     frames.append(frame)
                     write_csv_atomic(pd.concat(frames, ignore_index=True), path)
                     if bar is not None:

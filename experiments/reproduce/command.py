@@ -8,10 +8,8 @@ and draws the figure (:mod:`.figures`); :func:`run_pretrain` trains the suite's 
 
 from __future__ import annotations
 
-import json
-import sys
 import time
-from dataclasses import asdict, fields
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -20,10 +18,10 @@ import torch
 from retune_suite.operators.errors import InvalidInputError
 
 from ..common.devices import resolve_device
-from ..common.io import write_csv_atomic, write_json_atomic, write_npz_atomic
+from ..common.io import remove_partial_writes, write_csv_atomic, write_json_atomic, write_npz_atomic
+from ..common.lock import FolderInUseError, folder_lock
 from ..common.metrics import psnr
-from ..common.options import convert_fields
-from ..common.resume import check_resume
+from ..common.resume import config_hash, interrupt_hint, read_saved_config, run_state
 from .claims import WINDOW, check_claims, claims_paragraph, summarise
 from .presets import (
     DENOISER_PRESETS,
@@ -44,28 +42,43 @@ from .train import FIGURES, Unit
 __all__ = ["reproduce_command", "run_pretrain", "run_reproduce"]
 
 
-def _check_run_folder(cfg: ReproduceConfig, folder: Path) -> None:
-    """Refuse to overwrite a run, or to resume one with settings that change its iterates."""
-    existing = (folder / "config.json").exists() or any((folder / "checkpoints").glob("*.pt"))
-    if existing and not cfg.resume:
-        raise InvalidInputError(
-            f"{folder} already holds a run: pass --resume to continue it, or choose another "
-            "--name (nothing is overwritten)."
-        )
-    if existing and (folder / "config.json").exists():
-        saved = json.loads((folder / "config.json").read_text())
-        # the configuration's fields only (config.json also records the torch version etc.),
-        # typed as the configuration types them (older runs stored --configs as text)
-        # a field the run predates (added since) resumes at its default: what the older
-        # version did without it
-        saved = {f.name: saved.get(f.name, getattr(type(cfg)(), f.name)) for f in fields(cfg)}
-        check_resume(
-            convert_fields(type(cfg), saved, strict=False),
-            cfg,
-            where=f"{folder} (settings in its config.json)",
-            resumable=RESUMABLE,
-            fix="give the same flags (and --preset) as the first run, or choose another --name",
-        )
+def _check_run_folder(cfg: ReproduceConfig, folder: Path) -> str:
+    """``"new"``, ``"resume"`` or ``"complete"``; refuses to overwrite a run, or to resume one
+    with settings that change its iterates
+    (:func:`retune_suite.experiments.common.resume.run_state`)."""
+    # the configuration's fields only (config.json also records the torch version etc.), typed
+    # as the configuration types them (older runs stored --configs as text); a field the run
+    # predates (added since) resumes at its default: what the older version did without it
+    return run_state(
+        folder,
+        exists=(folder / "config.json").exists() or any((folder / "checkpoints").glob("*.pt")),
+        saved=read_saved_config(folder / "config.json", type(cfg), defaults=True, other="--name"),
+        current=cfg,
+        resume=cfg.resume,
+        complete=lambda: _complete(cfg, folder),
+        resumable=RESUMABLE,
+        other="--name",
+    )
+
+
+def _complete(cfg: ReproduceConfig, folder: Path) -> bool:
+    """Whether the run's last files are written: its summary has every (model, K, T), and the
+    figure is there."""
+    from ..common.resume import read_csv_records
+
+    path = folder / "summary.csv"
+    if not (path.exists() and (folder / f"{cfg.figure}.png").exists()):
+        return False
+    summary, _ = read_csv_records(path, required=("model", "K", "T"), other="--name")
+    done = set(zip(summary.model, summary.K, summary["T"], strict=True))
+    wanted = {(m, K, T) for m in selected_models(cfg) for K, T in parse_configs(cfg.configs)}
+    return wanted <= done
+
+
+def identity(cfg: ReproduceConfig) -> dict[str, Any]:
+    """What every checkpoint of this run carries besides its unit (model, K, T, estimator,
+    seed): the hash of the settings that change the iterates."""
+    return {"config": config_hash(cfg, (*RESUMABLE, "out", "name"))}
 
 
 def _images(folder: str | None) -> list:
@@ -133,7 +146,10 @@ def _ensure_denoiser(
             flush=True,
         )
     try:
-        return _train_denoiser(pretrain, train_images, device)
+        with folder_lock(folder):  # another run may be training the same DRUNet
+            return _train_denoiser(pretrain, train_images, device)
+    except FolderInUseError:
+        raise
     except InvalidInputError as error:
         raise InvalidInputError(
             f"the DRUNet in {folder} does not match this preset's denoiser settings ({error}); "
@@ -152,13 +168,11 @@ def _denoiser_complete(path: Path, steps: int) -> bool:
     return isinstance(ckpt, dict) and int(ckpt.get("step", 0)) >= steps
 
 
-def _train_denoiser(cfg: PretrainConfig, train_images: list, device: torch.device) -> Path:
-    """Cut ``cfg.crops`` crops of the training images and train (or resume) the DRUNet."""
-    from ..common.data import crops
-    from .denoiser import DenoiserConfig, train_denoiser
+def _denoiser_config(cfg: PretrainConfig) -> Any:
+    """The :class:`~.denoiser.DenoiserConfig` of ``cfg`` (validated on construction)."""
+    from .denoiser import DenoiserConfig
 
-    clean = crops(train_images, cfg.size, cfg.crops, cfg.seed + 1).to(getattr(torch, cfg.dtype))
-    config = DenoiserConfig(
+    return DenoiserConfig(
         steps=cfg.steps,
         batch=cfg.batch,
         lr=cfg.lr,
@@ -168,8 +182,18 @@ def _train_denoiser(cfg: PretrainConfig, train_images: list, device: torch.devic
         seed=cfg.seed,
         checkpoint_every=cfg.checkpoint_every,
     )
+
+
+def _train_denoiser(cfg: PretrainConfig, train_images: list, device: torch.device) -> Path:
+    """Cut ``cfg.crops`` crops of the training images and train (or resume) the DRUNet."""
+    from ..common.data import crops
+    from .denoiser import train_denoiser
+
+    clean = crops(train_images, cfg.size, cfg.crops, cfg.seed + 1).to(getattr(torch, cfg.dtype))
     folder = denoiser_folder(cfg.out, cfg.preset, cfg.name)
-    return train_denoiser(clean, config, folder, device, resume=cfg.resume, progress=not cfg.quiet)
+    return train_denoiser(
+        clean, _denoiser_config(cfg), folder, device, resume=cfg.resume, progress=not cfg.quiet
+    )
 
 
 def run_reproduce(cfg: ReproduceConfig, *, on_step: Any = None) -> int:
@@ -182,27 +206,30 @@ def run_reproduce(cfg: ReproduceConfig, *, on_step: Any = None) -> int:
     """
     validate(cfg)
     folder = run_folder(cfg)
-    _check_run_folder(cfg, folder)
-    train_images, test_images = _split(cfg)
-    from ..common.data import crops
+    hint = (
+        f"the checkpoints in {folder / 'checkpoints'} keep every {cfg.checkpoint_every}th "
+        "step; continue with the same command and --resume."
+    )
+    with folder_lock(folder), interrupt_hint(hint):
+        remove_partial_writes(folder)
+        if _check_run_folder(cfg, folder) == "complete":
+            print(
+                f"complete: {folder} holds this run with the same settings; nothing recomputed "
+                "(pass --resume to evaluate and redraw it, or choose another --name)."
+            )
+            return 0
+        train_images, test_images = _split(cfg)
+        from ..common.data import crops
 
-    train_clean = crops(train_images, cfg.size, cfg.train_pairs, cfg.seed)
-    test_clean = crops(test_images, cfg.size, cfg.test_crops, cfg.seed + 2)
-    previous_threads = torch.get_num_threads()
-    if cfg.threads > 0:
-        torch.set_num_threads(cfg.threads)
-    try:
-        return _run(cfg, folder, train_images, train_clean, test_clean, on_step)
-    except KeyboardInterrupt:
-        print(
-            f"\ninterrupted: the checkpoints in {folder / 'checkpoints'} keep every "
-            f"{cfg.checkpoint_every}th step; continue with the same command and --resume.",
-            file=sys.stderr,
-            flush=True,
-        )
-        raise
-    finally:
-        torch.set_num_threads(previous_threads)
+        train_clean = crops(train_images, cfg.size, cfg.train_pairs, cfg.seed)
+        test_clean = crops(test_images, cfg.size, cfg.test_crops, cfg.seed + 2)
+        previous_threads = torch.get_num_threads()
+        if cfg.threads > 0:
+            torch.set_num_threads(cfg.threads)
+        try:
+            return _run(cfg, folder, train_images, train_clean, test_clean, on_step)
+        finally:
+            torch.set_num_threads(previous_threads)
 
 
 def _run(
@@ -226,10 +253,12 @@ def _run(
         load_checkpoint,
         make_data,
         train_unit,
+        unit_identity,
     )
 
     started = time.perf_counter()
     figure = FIGURES[cfg.figure]
+    ident = identity(cfg)
     device, dtype = resolve_device(cfg.device), getattr(torch, cfg.dtype)
     pairs = parse_configs(cfg.configs)
     models = selected_models(cfg)
@@ -317,7 +346,9 @@ def _run(
             dtype=dtype,
         )
         path = folder / "checkpoints" / unit.filename
-        ckpt = load_checkpoint(path) if path.exists() else None
+        ckpt = (
+            load_checkpoint(path, unit_identity(unit, settings, **ident)) if path.exists() else None
+        )
         if ckpt is not None and int(ckpt["step"]) >= total:
             rows[unit][:] = list(ckpt["rows"])
             theta = like(theta0, tuple(t.to(device=device, dtype=dtype) for t in ckpt["theta"]))
@@ -337,6 +368,7 @@ def _run(
                 lr,
                 path,
                 rows=rows[unit],
+                identity=ident,
                 on_checkpoint=write_metrics,
                 on_step=on_step,
                 inspect=inspector,
@@ -404,32 +436,53 @@ def reproduce_command(cfg: ReproduceConfig) -> int:
 
 
 def run_pretrain(cfg: PretrainConfig) -> int:
-    """Train (or continue with ``--resume``) the DRUNet; print where the checkpoint is."""
-    from .denoiser import CHECKPOINT_NAME
+    """Train (or continue with ``--resume``) the DRUNet; print where the checkpoint is.
+
+    The folder is locked for the run. Without ``--resume`` an existing checkpoint is never
+    overwritten: a finished one of the same settings is reported complete (exit 0), an
+    unfinished one needs ``--resume``.
+    """
+    from .denoiser import CHECKPOINT_NAME, finished_steps
 
     validate_pretrain(cfg)
+    config = _denoiser_config(cfg)  # its checks too, before the folder is touched
     folder = denoiser_folder(cfg.out, cfg.preset, cfg.name)
-    if (folder / CHECKPOINT_NAME).exists() and not cfg.resume:
-        raise InvalidInputError(
-            f"{folder / CHECKPOINT_NAME} exists: pass --resume to continue (or to check it is "
-            "complete), or choose another --name."
-        )
-    train_images, _ = _split(cfg)
-    device = resolve_device(cfg.device)
-    previous = torch.get_num_threads()
-    if cfg.threads > 0:
-        torch.set_num_threads(cfg.threads)
-    started = time.perf_counter()
-    try:
-        print(
-            f"training DRUNet nc={_text(cfg.nc)} nb={cfg.nb}: {cfg.steps} steps, batch "
-            f"{cfg.batch}, {cfg.crops} crops of {cfg.size}×{cfg.size} from "
-            f"{len(train_images)} training images, {cfg.dtype} on {device}",
-            flush=True,
-        )
-        path = _train_denoiser(cfg, train_images, device)
-    finally:
-        torch.set_num_threads(previous)
+    path = folder / CHECKPOINT_NAME
+    hint = (
+        f"{path} keeps every {cfg.checkpoint_every}th step; continue with the same command "
+        "and --resume."
+    )
+    with folder_lock(folder), interrupt_hint(hint):
+        remove_partial_writes(folder)
+        if path.exists() and not cfg.resume:
+            shape = (cfg.crops, 3, cfg.size, cfg.size)
+            if finished_steps(path, config, shape, getattr(torch, cfg.dtype)) >= cfg.steps:
+                print(
+                    f"complete: {path} holds this DRUNet with the same settings, trained for "
+                    f"{cfg.steps} steps; nothing recomputed (choose another --name to train "
+                    "it again)."
+                )
+                return 0
+            raise InvalidInputError(
+                f"{path} holds an unfinished DRUNet of these settings: pass --resume to continue "
+                "it, or choose another --name (nothing is overwritten)."
+            )
+        train_images, _ = _split(cfg)
+        device = resolve_device(cfg.device)
+        previous = torch.get_num_threads()
+        if cfg.threads > 0:
+            torch.set_num_threads(cfg.threads)
+        started = time.perf_counter()
+        try:
+            print(
+                f"training DRUNet nc={_text(cfg.nc)} nb={cfg.nb}: {cfg.steps} steps, batch "
+                f"{cfg.batch}, {cfg.crops} crops of {cfg.size}×{cfg.size} from "
+                f"{len(train_images)} training images, {cfg.dtype} on {device}",
+                flush=True,
+            )
+            path = _train_denoiser(cfg, train_images, device)
+        finally:
+            torch.set_num_threads(previous)
     print(f"wrote {path} in {time.perf_counter() - started:.1f} s")
     return 0
 

@@ -83,9 +83,7 @@ def _run_settings(config: dict[str, Any], shape: Any, dtype: Any) -> dict[str, A
     return {**config, "data shape": tuple(shape), "dtype": str(dtype)}
 
 
-def _check_resumable(
-    ckpt: dict[str, Any], config: DenoiserConfig, clean: torch.Tensor, path: Path
-) -> None:
+def _check_resumable(ckpt: dict[str, Any], config: DenoiserConfig, clean: Any, path: Path) -> None:
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
         raise InvalidInputError(
             f"{path} was not written by train_denoiser: remove it or pick another `out`."
@@ -98,6 +96,37 @@ def _check_resumable(
         fix="train on the same data with the same settings, or use another `out` (or delete "
         "the checkpoint to start afresh)",
     )
+
+
+@dataclass
+class _Data:
+    """The shape and dtype of the training crops, for :func:`_check_resumable`."""
+
+    shape: tuple[int, ...]
+    dtype: Any
+
+
+def _load(path: Path) -> dict[str, Any]:
+    """The checkpoint at ``path``; a damaged file is one error that names it and the fix."""
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:
+        first = next(iter(str(error).strip().splitlines()), type(error).__name__)
+        raise InvalidInputError(
+            f"cannot read the DRUNet checkpoint {path} ({first}): the file is damaged; delete "
+            "it and run again with --resume to train from the start, or choose another "
+            "`out` / --name."
+        ) from None
+    return ckpt
+
+
+def finished_steps(path: str | Path, config: DenoiserConfig, shape: Any, dtype: Any) -> int:
+    """The steps done by the checkpoint at ``path``, once checked to be a run of ``config`` on
+    data of ``shape`` and ``dtype`` (the checks of a resumption)."""
+    path = Path(path)
+    ckpt = _load(path)
+    _check_resumable(ckpt, config, _Data(tuple(shape), dtype), path)
+    return int(ckpt["step"])
 
 
 def train_denoiser(
@@ -155,7 +184,7 @@ def train_denoiser(
                 f"{path} exists: pass resume=True to continue it, or delete it / choose another "
                 "`out` to start afresh."
             )
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+        ckpt = _load(path)
         _check_resumable(ckpt, config, clean, path)
         net.load_state_dict(ckpt["state_dict"])
         optimizer.load_state_dict(ckpt["optimizer"])

@@ -21,11 +21,9 @@ train PSNR
 
 from __future__ import annotations
 
-import json
 import math
-import sys
 import time
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -35,10 +33,17 @@ from retune_suite.operators.errors import InvalidInputError
 from retune_suite.operators.maps.physics import TASKS
 
 from ..common.devices import resolve_device
-from ..common.io import save_figure, write_csv_atomic, write_json_atomic
+from ..common.io import remove_partial_writes, save_figure, write_csv_atomic, write_json_atomic
+from ..common.lock import folder_lock
 from ..common.metrics import moving_average
-from ..common.options import TypedFields, convert_fields, parse_list
-from ..common.resume import check_resume
+from ..common.options import TypedFields, parse_list
+from ..common.resume import (
+    config_hash,
+    interrupt_hint,
+    read_csv_records,
+    read_saved_config,
+    run_state,
+)
 from .claims import (
     CLAIM_COLUMNS,
     NO_DIFFERENCE,
@@ -173,10 +178,26 @@ def validate(cfg: FoeConfig) -> None:
     bad = [e for e in parse_list(cfg.estimators, str, name="estimators") if e not in known]
     if bad:
         raise InvalidInputError(f"--estimators: unknown {bad}; choose from {', '.join(known)}.")
-    for name in ("size", "train_pairs", "batch", "epochs", "filters", "fixed_point_k"):
+    for name in (
+        "size",
+        "train_pairs",
+        "batch",
+        "epochs",
+        "filters",
+        "fixed_point_k",
+        "test_images",
+        "test_crops",
+        "fixed_point_max_blocks",
+        "solve_maxiter",
+        "checkpoint_every",
+    ):
         value = getattr(cfg, name)
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise InvalidInputError(f"--{name.replace('_', '-')} must be an integer >= 1.")
+    for name in ("solve_tol", "fixed_point_rtol"):
+        value = getattr(cfg, name)
+        if not (isinstance(value, int | float) and 0 < value < 1):
+            raise InvalidInputError(f"--{name.replace('_', '-')} must be in (0, 1), got {value}.")
     if cfg.size < 32:
         raise InvalidInputError(f"--size {cfg.size}: at least 32 (the blur kernel is 25 wide).")
     if not 1 <= cfg.filters <= 24:
@@ -197,48 +218,63 @@ def run_folder(cfg: FoeConfig) -> Path:
     return Path(cfg.out) / "foe" / (cfg.name or cfg.preset or "default")
 
 
-def _check_folder(cfg: FoeConfig, folder: Path) -> None:
-    existing = (folder / "config.json").exists()
-    if existing and not cfg.resume:
-        raise InvalidInputError(
-            f"{folder} already holds a run: pass --resume to continue it, or choose another "
-            "--name (nothing is overwritten)."
-        )
-    if existing:
-        saved = json.loads((folder / "config.json").read_text())
-        saved = {f.name: saved.get(f.name) for f in fields(cfg)}
-        check_resume(
-            convert_fields(FoeConfig, saved, strict=False),
-            cfg,
-            where=f"{folder} (settings in its config.json)",
-            resumable=RESUMABLE,
-            fix="give the same flags (and --preset) as the first run, or choose another --name",
-        )
+def _check_folder(cfg: FoeConfig, folder: Path) -> str:
+    """``"new"``, ``"resume"`` or ``"complete"``
+    (:func:`retune_suite.experiments.common.resume.run_state`)."""
+    return run_state(
+        folder,
+        exists=(folder / "config.json").exists(),
+        saved=read_saved_config(folder / "config.json", FoeConfig, other="--name"),
+        current=cfg,
+        resume=cfg.resume,
+        complete=lambda: _complete(cfg, folder),
+        resumable=RESUMABLE,
+        other="--name",
+    )
+
+
+def _complete(cfg: FoeConfig, folder: Path) -> bool:
+    """Whether the run's last files are written: a summary row per (task, estimator, K, T),
+    and the figure."""
+    path = folder / "summary.csv"
+    if not (path.exists() and (folder / "foe.png").exists()):
+        return False
+    summary, _ = read_csv_records(path, required=("task", "estimator", "K", "T"), other="--name")
+    done = set(zip(summary.task, summary.estimator, summary.K, summary["T"], strict=True))
+    return {(t, *u) for t in cfg.tasks for u in units(cfg)} <= done
 
 
 def run_foe(cfg: FoeConfig, *, on_step: Any = None) -> int:
-    """Validate, train every (task, estimator, K, T), evaluate, write, draw, print the claims."""
+    """Validate, train every (task, estimator, K, T), evaluate, write, draw, print the claims.
+
+    The run folder is locked for the run; a finished run of the same settings is reported
+    complete (exit 0), an unfinished one continues with ``--resume``.
+    """
     validate(cfg)
     folder = run_folder(cfg)
-    _check_folder(cfg, folder)
-    from .command import _split
+    hint = f"the checkpoints in {folder} are kept; continue with the same command and --resume."
+    with folder_lock(folder), interrupt_hint(hint):
+        remove_partial_writes(folder)
+        if _check_folder(cfg, folder) == "complete":
+            print(
+                f"complete: {folder} holds this run with the same settings; nothing recomputed "
+                "(pass --resume to evaluate and redraw it, or choose another --name)."
+            )
+            return 0
+        from .command import _split
 
-    train_images, test_images = _split(cfg)
-    from ..common.data import crops
+        train_images, test_images = _split(cfg)
+        from ..common.data import crops
 
-    train_clean = crops(train_images, cfg.size, cfg.train_pairs, cfg.seed)
-    test_clean = crops(test_images, cfg.size, cfg.test_crops, cfg.seed + 2)
-    previous = torch.get_num_threads()
-    if cfg.threads > 0:
-        torch.set_num_threads(cfg.threads)
-    try:
-        return _run(cfg, folder, train_clean, test_clean, on_step)
-    except KeyboardInterrupt:
-        print(f"\ninterrupted: continue with the same command and --resume ({folder}).",
-              file=sys.stderr)  # fmt: skip
-        raise
-    finally:
-        torch.set_num_threads(previous)
+        train_clean = crops(train_images, cfg.size, cfg.train_pairs, cfg.seed)
+        test_clean = crops(test_images, cfg.size, cfg.test_crops, cfg.seed + 2)
+        previous = torch.get_num_threads()
+        if cfg.threads > 0:
+            torch.set_num_threads(cfg.threads)
+        try:
+            return _run(cfg, folder, train_clean, test_clean, on_step)
+        finally:
+            torch.set_num_threads(previous)
 
 
 def _run(
@@ -257,6 +293,7 @@ def _run(
     )
     plan = units(cfg)
     steps = cfg.epochs * (cfg.train_pairs // cfg.batch)
+    run_hash = config_hash(cfg, (*RESUMABLE, "out", "name"))
     print(
         f"== fields of experts ({cfg.filters} filters 5×5): {len(cfg.tasks)} tasks × {len(plan)} "
         f"(estimator, K, T), {steps} gradient steps each, {cfg.size}×{cfg.size}, batch "
@@ -307,6 +344,7 @@ def _run(
                 cfg.lr,
                 folder / task / "checkpoints" / unit.filename,
                 rows=rows[key],
+                identity={"task": task, "config": run_hash},
                 on_checkpoint=write_metrics,
                 on_step=on_step,
                 progress=not cfg.quiet,

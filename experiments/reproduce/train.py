@@ -27,7 +27,9 @@ Every random draw is a function of its index: observation i uses a generator see
 (seed, i) and the batches of epoch e come from a permutation seeded by (seed, e). A
 checkpoint (θ, Adam state, step count, the global RNG states, the metric rows so far) therefore
 restarts the loop exactly where it stopped: no step is lost or repeated, and on the CPU a
-resumed run ends bit for bit where an uninterrupted one does.
+resumed run ends bit for bit where an uninterrupted one does. A checkpoint also carries the
+identity of its unit (:func:`unit_identity`: model, K, T, estimator, seed and the run's
+configuration hash), checked before it is used, finished or not.
 """
 
 from __future__ import annotations
@@ -68,6 +70,7 @@ __all__ = [
     "observe_pairs",
     "theta_summary",
     "train_unit",
+    "unit_identity",
 ]
 
 FORMAT = "retune-suite/reproduce-checkpoint-v1"
@@ -240,7 +243,8 @@ class Problem:
         return problem.step, problem.x0, problem.readout
 
     def section4(self, y: torch.Tensor, theta: Theta | None = None) -> Any:
-        """The :class:`~retune_suite.maps.section4.Section4Problem` behind :meth:`build` (with its
+        """The :class:`~retune_suite.operators.maps.section4.Section4Problem` behind
+        :meth:`build` (with its
         analytic δ_K = ``.delta(K)`` where there is one: wavelet denoising)."""
         from retune_suite.operators.maps import section4
 
@@ -460,20 +464,51 @@ def _set_rng_states(states: dict[str, torch.Tensor], device: torch.device) -> No
         torch.cuda.set_rng_state(states["cuda"], device)
 
 
-def load_checkpoint(path: Path) -> dict[str, Any]:
-    """A checkpoint written by :func:`train_unit` (tensors on the CPU)."""
+def unit_identity(unit: Unit, settings: TrainSettings, **extra: Any) -> dict[str, Any]:
+    """What a checkpoint of ``unit`` must be: model, K, T, estimator, seed and ``extra`` (the
+    run's ``config`` hash, the ``task``), written in it and checked before it is used."""
+    return {
+        "model": unit.model,
+        "K": unit.K,
+        "T": unit.T,
+        "estimator": settings.estimator,
+        "seed": settings.seed,
+        **extra,
+    }
+
+
+def _identity_text(identity: dict[str, Any]) -> str:
+    return ", ".join(f"{k}={v}" for k, v in identity.items())
+
+
+def load_checkpoint(path: Path, identity: dict[str, Any] | None = None) -> dict[str, Any]:
+    """A checkpoint written by :func:`train_unit` (tensors on the CPU), checked to be of the
+    unit ``identity`` (finished or not) when it is given.
+
+    A checkpoint written before identities were stored is checked on its model, K and T.
+    """
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:
+        first = next(iter(str(error).strip().splitlines()), type(error).__name__)
         raise InvalidInputError(
-            f"cannot read the checkpoint {path} ({error}): delete it to restart that "
-            "configuration, or choose another --name."
-        ) from error
+            f"cannot read the checkpoint {path} ({first}): delete it and run the same command "
+            "with --resume to recompute that configuration, or choose another --name."
+        ) from None
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
         raise InvalidInputError(
-            f"{path} is not a checkpoint of retune-suite reproduce: delete it or choose "
-            "another --name."
+            f"{path} is not a checkpoint of retune-suite reproduce: delete it and run the same "
+            "command with --resume, or choose another --name."
         )
+    if identity is not None:
+        saved = ckpt.get("identity") or {k: ckpt.get(k) for k in ("model", "K", "T")}
+        if any(k in saved and saved[k] != v for k, v in identity.items()):
+            shown = {k: saved.get(k) for k in identity}
+            raise InvalidInputError(
+                f"{path} is the checkpoint of another unit ({_identity_text(shown)}), not of "
+                f"{_identity_text(identity)}: delete it and run the same command with --resume "
+                "to recompute this unit, or choose another --name."
+            )
     return ckpt
 
 
@@ -487,6 +522,7 @@ def train_unit(
     path: Path,
     *,
     rows: list[dict[str, Any]],
+    identity: dict[str, Any] | None = None,
     on_checkpoint: Callable[[], None] = lambda: None,
     on_step: Callable[[Unit, int], None] | None = None,
     inspect: Callable[..., None] | None = None,
@@ -513,6 +549,10 @@ def train_unit(
     rows
         Filled in place with one dict per gradient step (and replaced by the checkpoint's rows
         on resumption), so that ``on_checkpoint`` can write every run's metrics together.
+    identity
+        What identifies the run besides the unit (its ``config`` hash, a ``task``): written in
+        the checkpoint with the unit's :func:`unit_identity`, and checked against an existing
+        checkpoint before it is resumed.
     on_checkpoint
         Called after each checkpoint is written.
     on_step
@@ -534,12 +574,14 @@ def train_unit(
     n = data.clean.shape[0]
     total = settings.epochs * (n // settings.batch)
     start = 0
+    ident = unit_identity(unit, settings, **(identity or {}))
     if path.exists():
-        ckpt = load_checkpoint(path)
-        if (ckpt["model"], ckpt["K"], ckpt["T"]) != (unit.model, unit.K, unit.T) or len(
-            ckpt["theta"]
-        ) != len(leaves):
-            raise InvalidInputError(f"{path} holds another configuration: delete it.")
+        ckpt = load_checkpoint(path, ident)
+        if len(ckpt["theta"]) != len(leaves):
+            raise InvalidInputError(
+                f"{path} holds a θ of {len(ckpt['theta'])} tensors, this unit has "
+                f"{len(leaves)}: delete it and run the same command with --resume."
+            )
         with torch.no_grad():
             for leaf, saved in zip(leaves, ckpt["theta"], strict=True):
                 leaf.copy_(saved.to(device=device, dtype=leaf.dtype))
@@ -560,6 +602,7 @@ def train_unit(
                 "model": unit.model,
                 "K": unit.K,
                 "T": unit.T,
+                "identity": ident,
                 "step": step,
                 "total": total,
                 "theta": tuple(t.detach().to("cpu", copy=True) for t in leaves),

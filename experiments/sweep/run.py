@@ -23,9 +23,10 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
-from retune_suite.operators.errors import RetuneError
+from retune_suite.operators.errors import RetuneError, require
 
-from ..common.io import write_csv_atomic, write_json_atomic
+from ..common.io import remove_partial_writes, write_csv_atomic, write_json_atomic
+from ..common.lock import folder_lock
 from ..common.options import convert_fields
 from ..common.resume import check_resume
 from .point import (
@@ -244,8 +245,14 @@ def _run_local(tasks: list[Task], workers: int, gpus: list[str], report: Report)
     return pending
 
 
+def _require_distributed() -> Any:
+    """dask.distributed, or the error naming the extra ``retune-suite[sweep]``."""
+    return require("distributed", "sweep", "the dask executor of `retune-suite sweep`")
+
+
 def _worker_gpu_plugin(gpus: list[str]) -> Any:
     """A dask worker plugin pinning LocalCluster worker ``i`` to ``gpus[i % len(gpus)]``."""
+    _require_distributed()
     from distributed.diagnostics.plugin import WorkerPlugin
 
     class PinGpu(WorkerPlugin):
@@ -260,7 +267,8 @@ def _worker_gpu_plugin(gpus: list[str]) -> Any:
 
 def _connect(scheduler: str | None, workers: int, gpus: list[str]) -> tuple[Any, Any]:
     """A client of ``scheduler``, or of a new LocalCluster on the loopback (and the cluster)."""
-    from distributed import Client, LocalCluster
+    distributed = _require_distributed()
+    Client, LocalCluster = distributed.Client, distributed.LocalCluster
 
     if scheduler:
         try:
@@ -293,7 +301,7 @@ def _run_dask(
 ) -> list[Task]:
     """Every point a dask task; a worker that dies is restarted by its nanny and its task
     rescheduled by the scheduler (the run resumes from its checkpoints)."""
-    from distributed import as_completed
+    as_completed = _require_distributed().as_completed
     from distributed.scheduler import KilledWorker
 
     client, cluster = _connect(scheduler, workers, gpus)
@@ -360,8 +368,16 @@ def run_sweep(cfg: SweepConfig) -> int:
     if cfg.status:
         _print_status(spec, points)
         return 0
+    if spec.executor == "dask":
+        _require_distributed()  # before any folder is written
+    with folder_lock(spec.out, stale_after=spec.stale_after):  # one driver per root
+        return _drive(spec, points, experiment)
+
+
+def _drive(spec: Spec, points: list[Point], experiment: Experiment) -> int:
+    """:func:`run_sweep` once the root's lock is held."""
+    remove_partial_writes(spec.out, depth=0)  # the points clean their own folders
     _check_unchanged(points, experiment)
-    spec.out.mkdir(parents=True, exist_ok=True)
     write_json_atomic({**spec.to_dict(), "points": [p.id for p in points]}, spec.out / "sweep.json")
     before = {p.id: point_status(p, spec.stale_after)[0] for p in points}
     todo = [p for p in points if before[p.id] != "done"]

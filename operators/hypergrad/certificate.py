@@ -16,16 +16,16 @@ y whose block residual is s = ‖Φ_K(y) − y‖,
 and every term of Lemma 1 (29) and of the corrected Theorem 2 (finding F1) is bounded with
 these a-posteriori distances and the constants the caller gives:
 
-===================  ========================================================  ==========
-constant             meaning (on the balls of ``docs/findings.md`` C)          needed by
-===================  ========================================================  ==========
-``delta``            Lipschitz constant δ < 1 of x ↦ Φ_K(x, θ) (e.g. ω(τ)^K)   every one
-``hessian_bound``    Lipschitz constant H of ∂_xL (1 for ½‖x − x̄‖²)            every one
-``lipschitz_theta``  L_θ of Assumption 2: x ↦ ∂_θΦ_K(x) (spectral norm)        every one
+===================  =========================================================  ==========
+constant             meaning (on the balls of ``docs/findings.md`` C)           needed by
+===================  =========================================================  ==========
+``delta``            Lipschitz constant δ < 1 of x ↦ Φ_K(x, θ) (e.g. ω(τ)^K)    every one
+``hessian_bound``    Lipschitz constant H of ∂_xL (1 for ½‖x − x̄‖²)             every one
+``lipschitz_theta``  L_θ of Assumption 2: x ↦ ∂_θΦ_K(x) (spectral norm)         every one
 ``lipschitz_x``      L_x: x ↦ ∂_xΦ_K(x) (spectral norm); 0 for Φ_K affine in x  unrolled;
-                                                                               sharpens
-                                                                               deq_*
-===================  ========================================================  ==========
+                                                                                sharpens
+                                                                                deq_*
+===================  =========================================================  ==========
 
 ‖∂_θΦ_K(x)‖₂ is computed exactly from the dense n×d Jacobian (forward mode) when d ≤
 :data:`DENSE_THETA_LIMIT` and n·d ≤ :data:`DENSE_ENTRIES_LIMIT`; the certificate is then
@@ -236,8 +236,61 @@ def unrolled_certificate(
 # ---------------------------------------------------------------------------------------------
 
 
-def _missing(**constants: float | None) -> list[str]:
-    return [name for name, value in constants.items() if value is None]
+@dataclass(frozen=True)
+class _Problem:
+    """What every estimator of :func:`estimate` is run on: φ, θ, the start x0, the loss, K
+    steps a block, the readout, and the generator that seeds a power iteration."""
+
+    step: Step
+    theta: Theta
+    x0: torch.Tensor
+    loss: Loss
+    K: int
+    readout: estimators.Readout | None
+    generator: torch.Generator | None
+
+
+@dataclass(frozen=True)
+class _Constants:
+    """The certificate's constants as the caller gave them (None: not given), and ``source``:
+    where each one came from, the ``"constants"`` of ``certificate_source`` (:func:`_beta`
+    adds ‖∂_θΦ_K‖₂ when it computes it)."""
+
+    delta: float | None
+    lipschitz_theta: float | None
+    hessian_bound: float | None
+    lipschitz_x: float | None
+    source: dict[str, str] = field(init=False, compare=False)
+
+    def __post_init__(self) -> None:
+        given = {
+            "delta": self.delta,
+            "hessian_bound": self.hessian_bound,
+            "lipschitz_theta": self.lipschitz_theta,
+            "lipschitz_x": self.lipschitz_x,
+        }
+        source = {k: ("given" if v is not None else "not given") for k, v in given.items()}
+        object.__setattr__(self, "source", source)
+
+    def missing(self, *names: str) -> list[str]:
+        """Those of ``names`` that were not given, in that order."""
+        return [name for name in names if getattr(self, name) is None]
+
+
+@dataclass(frozen=True)
+class _Backward:
+    """The backward settings of the fixed-point methods: P Neumann terms (``deq_neumann``);
+    the adjoint solve's relative tolerance, method and budget (``deq_solve``)."""
+
+    P: int | None
+    tol: float | None
+    solver: str
+    maxiter: int
+
+
+# The constants each certificate needs (it is None when one of them is missing).
+_JACOBIAN_FREE = ("delta", "lipschitz_theta", "hessian_bound")
+_UNROLLED = (*_JACOBIAN_FREE, "lipschitz_x")
 
 
 def _source(
@@ -247,10 +300,6 @@ def _source(
     if reason:
         out["reason"] = reason
     return out
-
-
-def _given(**constants: float | None) -> dict[str, str]:
-    return {k: ("given" if v is not None else "not given") for k, v in constants.items()}
 
 
 def _concat_stats(
@@ -334,63 +383,46 @@ def estimate(
         (lipschitz_x, "lipschitz_x"),
     ):
         _check_constant(value, name)
-    constants = _given(
-        delta=delta,
-        hessian_bound=hessian_bound,
-        lipschitz_theta=lipschitz_theta,
-        lipschitz_x=lipschitz_x,
-    )
+    problem = _Problem(step, theta, x0, loss, K, readout, generator)
+    constants = _Constants(delta, lipschitz_theta, hessian_bound, lipschitz_x)
     if method in ("retune", "unrolled"):
         if T is None:
             raise InvalidInputError(f"{method} needs T (the number of restarts), e.g. T=10.")
         if T == "auto" and method != "retune":
             raise InvalidInputError("T='auto' is for method='retune' only.")
         if method == "retune":
-            return _estimate_retune(
-                step, theta, x0, loss, K, T, delta, lipschitz_theta, hessian_bound,
-                tol, T_max, readout, constants, generator,
-            )  # fmt: skip
-        return _estimate_unrolled(
-            step, theta, x0, loss, K, T, delta, lipschitz_theta, hessian_bound, lipschitz_x,
-            readout, constants, generator,
-        )  # fmt: skip
-    return _estimate_implicit(
-        method, step, theta, x0, loss, K, P, x_star, delta, lipschitz_theta, hessian_bound,
-        lipschitz_x, tol, readout, solver, maxiter, fixed_point_rtol, constants, generator,
-    )  # fmt: skip
+            return _estimate_retune(problem, constants, T, tol, T_max)
+        return _estimate_unrolled(problem, constants, T)  # type: ignore[arg-type]
+    backward = _Backward(P, tol, solver, maxiter)
+    return _estimate_implicit(method, problem, constants, x_star, fixed_point_rtol, backward)
 
 
 def _no_certificate(
-    readout: Any, constants: dict[str, str], **needed: float | None
+    problem: _Problem, constants: _Constants, needed: tuple[str, ...]
 ) -> dict[str, Any] | None:
     """The certificate_source of a None certificate, or None when one can be computed."""
-    if readout is not None:
+    if problem.readout is not None:
         reason = (
             "a readout R(u, θ) adds a direct term whose variation between x and x̂ is not "
             "bounded by the given constants"
         )
-        return _source("none", constants, {}, reason)
-    missing = _missing(**needed)
+        return _source("none", constants.source, {}, reason)
+    missing = constants.missing(*needed)
     if missing:
-        return _source("none", constants, {}, "missing constant(s): " + ", ".join(missing))
+        reason = "missing constant(s): " + ", ".join(missing)
+        return _source("none", constants.source, {}, reason)
     return None
 
 
-def _beta(
-    step: Step,
-    theta: Theta,
-    x: torch.Tensor,
-    K: int,
-    constants: dict[str, str],
-    generator: torch.Generator | None,
-) -> tuple[float, str]:
-    """β = ‖∂_θΦ_K(x)‖₂ and the status it gives the certificate (recorded in ``constants``)."""
-    beta, exact = _dtheta_norm(step, theta, x, K, generator)
+def _beta(problem: _Problem, x: torch.Tensor, constants: _Constants) -> tuple[float, str]:
+    """β = ‖∂_θΦ_K(x)‖₂ and the status it gives the certificate (recorded in
+    ``constants.source``)."""
+    beta, exact = _dtheta_norm(problem.step, problem.theta, x, problem.K, problem.generator)
     if exact:
-        constants["dtheta_norm"] = "exact (dense n×d Jacobian, SVD)"
+        constants.source["dtheta_norm"] = "exact (dense n×d Jacobian, SVD)"
         return beta, "certified"
-    d = sum(t.numel() for t in as_tuple(theta))
-    constants["dtheta_norm"] = (
+    d = sum(t.numel() for t in as_tuple(problem.theta))
+    constants.source["dtheta_norm"] = (
         f"estimated (power iteration, a lower estimate: d = {d}, n·d = {d * x.numel()} beyond "
         f"the dense limits d ≤ {DENSE_THETA_LIMIT}, n·d ≤ {DENSE_ENTRIES_LIMIT})"
     )
@@ -398,25 +430,16 @@ def _beta(
 
 
 def _estimate_retune(
-    step: Step,
-    theta: Theta,
-    x0: torch.Tensor,
-    loss: Loss,
-    K: int,
-    T: int | str,
-    delta: float | None,
-    L_theta: float | None,
-    H: float | None,
-    tol: float | None,
-    T_max: int,
-    readout: Any,
-    constants: dict[str, str],
-    generator: torch.Generator | None,
+    problem: _Problem, constants: _Constants, T: int | str, tol: float | None, T_max: int
 ) -> Estimate:
+    step, theta, loss, K = problem.step, problem.theta, problem.loss, problem.K
+    readout = problem.readout
+
     def certify(y: torch.Tensor, x: torch.Tensor, r: float) -> tuple[float, float, str]:
         """(certificate, forward part, status) for the last block y → x = Φ_K(y)."""
+        delta, L_theta, H = constants.delta, constants.lipschitz_theta, constants.hessian_bound
         assert delta is not None and L_theta is not None and H is not None
-        beta, status = _beta(step, theta, y, K, constants, generator)
+        beta, status = _beta(problem, y, constants)
         G = _norm(estimators.loss_gradient(loss, x))
         rho_B = r / (1.0 - delta)
         total, forward = jacobian_free_certificate(delta, G, beta, rho_B, delta * rho_B, L_theta, H)
@@ -426,13 +449,13 @@ def _estimate_retune(
         if tol is None or not tol > 0:
             raise InvalidInputError(f"T='auto' needs tol > 0 (the forward part), got {tol!r}.")
         check_count(T_max, "T_max")
-        if readout is not None or _missing(delta=delta, lipschitz_theta=L_theta, hessian_bound=H):
+        if readout is not None or constants.missing(*_JACOBIAN_FREE):
             raise InvalidInputError(
                 "T='auto' stops on the certificate: give delta, lipschitz_theta and "
                 "hessian_bound, and no readout."
             )
         residuals: list[torch.Tensor] = []
-        y, reason = x0, "T_max"
+        y, reason = problem.x0, "T_max"
         for t in range(1, T_max + 1):
             block = restart(step, theta, y, K, 1)  # one block, no graph
             r = block.stats.residuals[0].item()
@@ -451,86 +474,60 @@ def _estimate_retune(
         r = _norm(x_KT - y)
         stats = _concat_stats(head, r, K, reason == "tolerance", reason)
         total, forward, status = certify(y, x_KT, r)
-        source = _source(status, constants, {"forward": forward, "lemma1": total - forward})
+        source = _source(status, constants.source, {"forward": forward, "lemma1": total - forward})
         return Estimate(grad, x_KT, EstimateStats(forward=stats), total, source)
 
     check_count(T, "T")  # type: ignore[arg-type]
     assert isinstance(T, int)
     if T == 1:
-        x_prev, head = x0, None
+        x_prev, head = problem.x0, None
     else:
-        first = restart(step, theta, x0, K, T - 1)
+        first = restart(step, theta, problem.x0, K, T - 1)
         x_prev, head = first.x, first.stats
     grad, x_KT = estimators.retune_last_block(step, theta, x_prev, loss, K, readout=readout)
     r = _norm(x_KT - x_prev)
     stats = EstimateStats(forward=_concat_stats(head, r, K, False, ""))
-    none = _no_certificate(
-        readout, constants, delta=delta, lipschitz_theta=L_theta, hessian_bound=H
-    )
+    none = _no_certificate(problem, constants, _JACOBIAN_FREE)
     if none is not None:
         return Estimate(grad, x_KT, stats, None, none)
     total, forward, status = certify(x_prev, x_KT, r)
-    source = _source(status, constants, {"forward": forward, "lemma1": total - forward})
+    source = _source(status, constants.source, {"forward": forward, "lemma1": total - forward})
     return Estimate(grad, x_KT, stats, total, source)
 
 
-def _estimate_unrolled(
-    step: Step,
-    theta: Theta,
-    x0: torch.Tensor,
-    loss: Loss,
-    K: int,
-    T: int,
-    delta: float | None,
-    L_theta: float | None,
-    H: float | None,
-    L_x: float | None,
-    readout: Any,
-    constants: dict[str, str],
-    generator: torch.Generator | None,
-) -> Estimate:
+def _estimate_unrolled(problem: _Problem, constants: _Constants, T: int) -> Estimate:
+    step, theta, loss, K = problem.step, problem.theta, problem.loss, problem.K
     check_count(T, "T")
-    grad = estimators.unrolled(step, theta, x0, loss, K, T, readout=readout)
-    run = restart(step, theta, x0, K, T)  # the same iterates, without a graph: x, residuals
+    grad = estimators.unrolled(step, theta, problem.x0, loss, K, T, readout=problem.readout)
+    run = restart(step, theta, problem.x0, K, T)  # the same iterates, no graph: x, residuals
     stats = EstimateStats(forward=run.stats)
-    none = _no_certificate(
-        readout, constants, delta=delta, lipschitz_theta=L_theta, hessian_bound=H,
-        lipschitz_x=L_x,
-    )  # fmt: skip
+    none = _no_certificate(problem, constants, _UNROLLED)
     if none is not None:
         return Estimate(grad, run.x, stats, None, none)
+    delta, L_theta = constants.delta, constants.lipschitz_theta
+    H, L_x = constants.hessian_bound, constants.lipschitz_x
     assert delta is not None and L_theta is not None and H is not None and L_x is not None
-    beta, status = _beta(step, theta, run.x_prev, K, constants, generator)
+    beta, status = _beta(problem, run.x_prev, constants)
     G = _norm(estimators.loss_gradient(loss, run.x))
     total = unrolled_certificate(delta, G, beta, run.stats.residuals.tolist(), L_theta, H, L_x)
-    source = _source(status, constants, {"forward": total})
+    source = _source(status, constants.source, {"forward": total})
     return Estimate(grad, run.x, stats, total, source)
 
 
 def _estimate_implicit(
     method: str,
-    step: Step,
-    theta: Theta,
-    x0: torch.Tensor,
-    loss: Loss,
-    K: int,
-    P: int | None,
+    problem: _Problem,
+    constants: _Constants,
     x_star: torch.Tensor | None,
-    delta: float | None,
-    L_theta: float | None,
-    H: float | None,
-    L_x: float | None,
-    tol: float | None,
-    readout: Any,
-    solver: str,
-    maxiter: int,
     rtol: float | None,
-    constants: dict[str, str],
-    generator: torch.Generator | None,
+    settings: _Backward,
 ) -> Estimate:
+    step, theta, loss, K = problem.step, problem.theta, problem.loss, problem.K
+    readout = problem.readout
+    P = settings.P
     forward = None
     if x_star is None:
-        forward_run = fixed_point(step, theta, x0, K, rtol=rtol)
+        forward_run = fixed_point(step, theta, problem.x0, K, rtol=rtol)
         x_star, forward = forward_run.x, forward_run.stats
     lin = estimators.linearise(step, theta, x_star, K)
     backward = None
@@ -544,17 +541,17 @@ def _estimate_implicit(
         grad = estimators.deq_exact(step, theta, x_star, loss, K, readout=readout, lin=lin)
     else:
         grad, backward = estimators.deq_solve(
-            step, theta, x_star, loss, K, tol=tol, method=solver, maxiter=maxiter,
-            return_stats=True, readout=readout, lin=lin,
+            step, theta, x_star, loss, K, tol=settings.tol, method=settings.solver,
+            maxiter=settings.maxiter, return_stats=True, readout=readout, lin=lin,
         )  # fmt: skip
     stats = EstimateStats(forward=forward, backward=backward)
-    none = _no_certificate(
-        readout, constants, delta=delta, lipschitz_theta=L_theta, hessian_bound=H
-    )
+    none = _no_certificate(problem, constants, _JACOBIAN_FREE)
     if none is not None:
         return Estimate(grad, x_star, stats, None, none)
+    delta, L_theta, H = constants.delta, constants.lipschitz_theta, constants.hessian_bound
+    L_x = constants.lipschitz_x
     assert delta is not None and L_theta is not None and H is not None
-    beta, status = _beta(step, theta, x_star, K, constants, generator)
+    beta, status = _beta(problem, x_star, constants)
     s = _norm(lin.out.detach() - lin.x)  # ‖Φ_K(x_s) − x_s‖ at the point used
     rho = s / (1.0 - delta)
     G = _norm(estimators.loss_gradient(loss, x_star))
@@ -562,7 +559,7 @@ def _estimate_implicit(
     terms: dict[str, float] = {"residual": s}
     if method == "jfb" or (method == "deq_neumann" and P == 0):
         terms.update(forward=jf_forward, lemma1=jf_total - jf_forward)
-        return Estimate(grad, x_star, stats, jf_total, _source(status, constants, terms))
+        return Estimate(grad, x_star, stats, jf_total, _source(status, constants.source, terms))
     g_jf = estimators.jfb(step, theta, x_star, loss, K, lin=lin)
     gap = _norm(flat(as_tuple(grad)) - flat(as_tuple(g_jf)))
     candidates = {"jfb_plus_gap": jf_total + gap}
@@ -580,4 +577,5 @@ def _estimate_implicit(
     terms.update(candidates)
     best = min(candidates, key=candidates.__getitem__)
     terms["used"] = best  # type: ignore[assignment]
-    return Estimate(grad, x_star, stats, candidates[best], _source(status, constants, terms))
+    source = _source(status, constants.source, terms)
+    return Estimate(grad, x_star, stats, candidates[best], source)

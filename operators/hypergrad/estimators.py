@@ -3,9 +3,9 @@ r"""The six hypergradient estimators of the paper, for any step φ(x, θ).
 ============  =====================================================================  ======
 name          formula                                                                paper
 ============  =====================================================================  ======
-deq_exact     ∂_xL(x̂)ᵀ [I − ∂_xΦ_K(x̂)]⁻¹ ∂_θΦ_K(x̂), dense Jacobian, direct solve   (20)
-deq_solve     the same, adjoint equation solved matrix-free (GMRES or fixed point)  (20)
-deq_neumann   ∂_xL(x̂)ᵀ Σ_{p=0}^{P} ∂_xΦ_K(x̂)^p ∂_θΦ_K(x̂)                           (22)
+deq_exact     ∂_xL(x̂)ᵀ [I − ∂_xΦ_K(x̂)]⁻¹ ∂_θΦ_K(x̂), dense Jacobian, direct solve     (20)
+deq_solve     the same, adjoint equation solved matrix-free (GMRES or fixed point)   (20)
+deq_neumann   ∂_xL(x̂)ᵀ Σ_{p=0}^{P} ∂_xΦ_K(x̂)^p ∂_θΦ_K(x̂)                             (22)
 jfb           ∂_xL(x̂)ᵀ ∂_θΦ_K(x̂)                                                     (28)
 retune        ∂_xL(x_{KT})ᵀ ∂_θΦ_K(x_{K(T−1)}), T − 1 restarts without a graph       (25)
 unrolled      ∂_θ[L ∘ Φ_K^T(x_0, ·)], AD through all K·T steps                        (23)

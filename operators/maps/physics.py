@@ -1,20 +1,23 @@
 r"""The three forward models of section 4: y = A x̄ + ε with known linear A and Gaussian ε.
 
-==========  =====================================================  ======================  =======
-task        operator A                                             noise std (R, G, B)     ‖A‖₂²
-==========  =====================================================  ======================  =======
-``denoise`` A = Id (section 4.1)                                   (0.1, 0.25, 0.5)        1
-``inpaint`` A x = m ⊙ x, m ∈ {0, 1}ⁿ, 90% of pixels missing        (0.05, 0.05, 0.05)      1
-``deblur``  A x = x ⋆ h_c, anisotropic uniform blur of width 25    (0.05, 0.05, 0.05)      max|Fh|²
-==========  =====================================================  ======================  =======
+===========  =====================================================  ======================  =======
+task         operator A                                             noise std (R, G, B)     ‖A‖₂²
+===========  =====================================================  ======================  =======
+``denoise``  A = Id (section 4.1)                                   (0.1, 0.25, 0.5)        1
+``inpaint``  A x = m ⊙ x, m ∈ {0, 1}ⁿ, 90% of pixels missing        (0.05, 0.05, 0.05)      1
+``deblur``   A x = x ⋆ h_c, anisotropic uniform blur of width 25    (0.05, 0.05, 0.05)      max|Fh|²
+===========  =====================================================  ======================  =======
 
 Every model has one interface (:class:`ForwardModel`): ``A``, ``A_adjoint``, the exact
 ``norm_sq`` = ‖A‖₂² (the step size of the forward-backward step (53),
 φ(x, θ) = D(x − τAᵀ(Ax − y)), needs τ < 2/‖A‖₂²) and ``observe``, which draws y with a
-``torch.Generator``. The linear part is a deepinv operator, kept as ``model.physics`` (with a
-zero noise model, so ``model.physics(x) = A x``): ``Denoising``, ``Inpainting`` with the mask
-drawn here, and ``BlurFFT`` with one kernel per channel. The noise is drawn here, not by
-deepinv's ``GaussianNoise``, whose σ is one value per image, not per channel.
+``torch.Generator``. The linear part is kept as ``model.physics`` (``model.physics(x) = A x``):
+:class:`Identity`, :class:`Mask` (the mask drawn here) and :class:`CircularBlur` (one kernel per
+channel). They are deepinv's ``Denoising``, ``Inpainting`` and ``BlurFFT`` (same ``A``, ``Aᵀ``,
+``.mask``, ``.filter`` and the same centring of the blur kernel), written here in plain torch so
+that the core installs and runs without deepinv (``tests/test_physics.py`` checks them against
+deepinv's operators where it is installed). The noise is drawn here, not by deepinv's
+``GaussianNoise``, whose σ is one value per image, not per channel.
 
 :func:`adjointness_test` and :func:`power_norm_sq` are the operators' self-checks (deepinv's
 ``adjointness_test`` / ``compute_sqnorm``); the tests reuse them.
@@ -34,15 +37,13 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Protocol, runtime_checkable
+from typing import Protocol, runtime_checkable
 
 import torch
+import torch.nn.functional as F
 
 from ..errors import InvalidInputError
 from ..jacobians import dot_product_gap, power_iteration
-
-if TYPE_CHECKING:
-    from deepinv.physics import LinearPhysics
 
 TASKS = ("denoise", "inpaint", "deblur")
 DENOISE_SIGMA = (0.1, 0.25, 0.5)
@@ -81,15 +82,101 @@ class ForwardModel(Protocol):
         ...
 
 
-class _LinearModel:
-    """Shared checks and noise of the three models; ``physics`` is the deepinv operator."""
+# -- the linear operators ------------------------------------------------------------------------
+# Written here rather than taken from deepinv (as they were up to issue 24) so that the core
+# (operators, bounds, verify, the wavelet error study) installs and runs without deepinv, an
+# optional extra (retune-suite[pnp]) needed only for the DRUNet. Each matches deepinv 0.5's
+# operator: same A and Aᵀ (to rounding; tests/test_physics.py, 1e-12 in float64) and the same
+# attributes (.mask, .filter) the rest of the suite reads.
 
-    physics: LinearPhysics
+
+class LinearOperator(Protocol):
+    """A linear operator on (B, C, H, W) tensors with its adjoint; ``op(x)`` is ``op.A(x)``."""
+
+    def A(self, x: torch.Tensor) -> torch.Tensor: ...
+
+    def A_adjoint(self, y: torch.Tensor) -> torch.Tensor: ...
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor: ...
+
+
+class Identity:
+    """A = Aᵀ = Id (deepinv's ``Denoising``); returns a new tensor, as deepinv does."""
+
+    def A(self, x: torch.Tensor) -> torch.Tensor:
+        return x.clone()
+
+    def A_adjoint(self, y: torch.Tensor) -> torch.Tensor:
+        return y.clone()
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        return self.A(x)
+
+
+class Mask:
+    """A = Aᵀ = diag(m), A x = m ⊙ x with ``mask`` m broadcast over (B, C, H, W) (deepinv's
+    ``Inpainting``, whose ``.mask`` is (1, 1, H, W) for one mask shared by the channels)."""
+
+    def __init__(self, mask: torch.Tensor):
+        self.mask = mask
+
+    def A(self, x: torch.Tensor) -> torch.Tensor:
+        return x * self.mask
+
+    def A_adjoint(self, y: torch.Tensor) -> torch.Tensor:
+        return y * self.mask
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        return self.A(x)
+
+
+class CircularBlur:
+    r"""Circular convolution by one kernel per channel, by FFT (deepinv's ``BlurFFT``).
+
+    ``filter`` has shape (1, C, h, w) with h ≤ H, w ≤ W. As in deepinv, the kernel is
+    zero-padded to H × W at the bottom and right and rolled by (−⌊h/2⌋, −⌊w/2⌋), so its entry
+    (⌊h/2⌋, ⌊w/2⌋) is the centre:
+
+    .. math::
+
+        (A x)_{c,i,j} = \sum_{k,l} h_{c,k,l}\,
+        x_{c,\,(i-k+⌊h/2⌋) \bmod H,\,(j-l+⌊w/2⌋) \bmod W},
+
+    A x = F⁻¹(ĥ ⊙ F x) and Aᵀ y = F⁻¹(conj(ĥ) ⊙ F y) (the correlation) with real FFTs. ĥ is
+    computed once in float64 (on the CPU) and stored in the complex dtype of ``filter``.
+    """
+
+    def __init__(self, filter: torch.Tensor, size: tuple[int, int]):
+        H, W = size
+        h, w = filter.shape[-2:]
+        padded = F.pad(filter.detach().cpu().double(), (0, W - w, 0, H - h))
+        centred = torch.roll(padded, shifts=(-(h // 2), -(w // 2)), dims=(-2, -1))
+        complex_dtype = torch.complex128 if filter.dtype == torch.float64 else torch.complex64
+        spectrum = torch.fft.rfft2(centred).to(device=filter.device, dtype=complex_dtype)
+        self.filter = filter
+        self.size = (H, W)
+        self._spectrum = spectrum
+        self._spectrum_conj = spectrum.conj().resolve_conj()
+
+    def A(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.fft.irfft2(torch.fft.rfft2(x) * self._spectrum, s=self.size)
+
+    def A_adjoint(self, y: torch.Tensor) -> torch.Tensor:
+        return torch.fft.irfft2(torch.fft.rfft2(y) * self._spectrum_conj, s=self.size)
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        return self.A(x)
+
+
+class _LinearModel:
+    """Shared checks and noise of the three models; ``physics`` is the linear operator."""
+
+    physics: LinearOperator
     sigma: torch.Tensor
 
     def __init__(
         self,
-        physics: LinearPhysics,
+        physics: LinearOperator,
         sigma: Sequence[float],
         shape: tuple[int, int, int],
         device: torch.device,
@@ -165,13 +252,9 @@ class DenoisingModel(_LinearModel):
         device: torch.device | str = "cpu",
         dtype: torch.dtype | None = None,
     ):
-        from deepinv.physics import Denoising, ZeroNoise
-
         device, dtype = _device_dtype(device, dtype)
         shape = (len(sigma), *_size(size))
-        super().__init__(
-            Denoising(noise_model=ZeroNoise(), device=device), sigma, shape, device, dtype
-        )
+        super().__init__(Identity(), sigma, shape, device, dtype)
 
     def norm_sq(self) -> float:
         """‖Id‖₂² = 1, exactly."""
@@ -201,8 +284,6 @@ class InpaintingModel(_LinearModel):
         device: torch.device | str = "cpu",
         dtype: torch.dtype | None = None,
     ):
-        from deepinv.physics import Inpainting, ZeroNoise
-
         device, dtype = _device_dtype(device, dtype)
         channels = _channels(channels)
         H, W = _size(size)
@@ -217,10 +298,7 @@ class InpaintingModel(_LinearModel):
         generator = torch.Generator().manual_seed(seed)
         mask = torch.zeros(H * W, dtype=dtype)
         mask[torch.randperm(H * W, generator=generator)[:kept]] = 1.0
-        mask = mask.view(1, H, W).to(device)
-        physics = Inpainting(
-            img_size=(channels, H, W), mask=mask, noise_model=ZeroNoise(), device=device
-        )
+        physics = Mask(mask.view(1, 1, H, W).to(device))
         sigmas = [sigma] * channels if isinstance(sigma, (int, float)) else list(sigma)
         if len(sigmas) != channels:
             raise InvalidInputError(f"sigma has {len(sigmas)} entries for {channels} channels.")
@@ -254,10 +332,11 @@ class DeblurringModel(_LinearModel):
     diagonalised by F, so ‖A‖₂² = max_{c, ξ} |(Fh_c)(ξ)|² exactly, and the strong convexity
     modulus m_h = min_ξ |(Fh)(ξ)| is ≈ 0.
 
-    deepinv's ``BlurFFT`` does it: its filter of shape (1, 3, w, w) holds one kernel per
-    channel (checked against a direct per-channel convolution in the tests), its adjoint is the
-    exact correlation, and it is about 4× faster than ``Blur(padding="circular")`` for w = 25.
-    ``BlurFFT`` silently wraps a kernel larger than the image around, hence the size check.
+    :class:`CircularBlur` (deepinv's ``BlurFFT``) does it: its filter of shape (1, 3, w, w)
+    holds one kernel per channel (checked against a direct per-channel convolution in the
+    tests), its adjoint is the exact correlation, and an FFT is about 4× faster than a direct
+    circular convolution (deepinv's ``Blur(padding="circular")``) for w = 25. A kernel larger
+    than the image would wrap around, hence the size check.
     """
 
     def __init__(
@@ -269,8 +348,6 @@ class DeblurringModel(_LinearModel):
         device: torch.device | str = "cpu",
         dtype: torch.dtype | None = None,
     ):
-        from deepinv.physics import BlurFFT, ZeroNoise
-
         device, dtype = _device_dtype(device, dtype)
         H, W = _size(size)
         if width > H or width > W:
@@ -279,12 +356,7 @@ class DeblurringModel(_LinearModel):
                 f"images of at least {width}×{width} pixels."
             )
         kernels = anisotropic_blur_kernels(width, dtype=torch.float64)
-        physics = BlurFFT(
-            img_size=(3, H, W),
-            filter=kernels.unsqueeze(0).to(device=device, dtype=dtype),
-            noise_model=ZeroNoise(),
-            device=device,
-        )
+        physics = CircularBlur(kernels.unsqueeze(0).to(device=device, dtype=dtype), (H, W))
         sigmas = [sigma] * 3 if isinstance(sigma, (int, float)) else list(sigma)
         if len(sigmas) != 3:
             raise InvalidInputError(f"sigma has {len(sigmas)} entries for 3 channels.")
@@ -484,10 +556,14 @@ __all__ = [
     "INPAINT_MISSING",
     "INPAINT_SIGMA",
     "TASKS",
+    "CircularBlur",
     "DeblurringModel",
     "DenoisingModel",
     "ForwardModel",
+    "Identity",
     "InpaintingModel",
+    "LinearOperator",
+    "Mask",
     "adjointness_test",
     "anisotropic_blur_kernels",
     "make_forward_model",

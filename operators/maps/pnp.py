@@ -21,9 +21,9 @@ DRUNet accepts any H, W: shapes that are multiples of 8 and at least 32 run the 
 directly; smaller ones, and any shape in training mode, are replication-padded to multiples
 of 16; in eval mode shapes of 64 or more that are not multiples of 8 are split into four
 overlapping crops. Prefer multiples of 8, at least 32, so that φ is one network evaluation.
-deepinv is imported inside the functions, so ``import operators`` stays light; no weights are
-ever downloaded (``pretrained=None``; pretrained weights are loaded from a file by
-:func:`load_drunet`).
+deepinv (the extra ``retune-suite[pnp]``) is imported inside :func:`load_drunet`, so
+``import retune_suite`` stays light and runs without it; no weights are ever downloaded
+(``pretrained=None``; pretrained weights are loaded from a file by :func:`load_drunet`).
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import torch
 
-from ..errors import InvalidInputError
+from ..errors import InvalidInputError, require
 from ..iteration import unroll
 from ..jacobians import power_norm_x
 from ..theta import Step, Theta, check_count
@@ -58,7 +58,8 @@ DEFAULT_NB = 4
 
 
 class ForwardModel(Protocol):
-    """What the FB-PnP step needs from a forward model (:mod:`~retune_suite.maps.physics`)."""
+    """What the FB-PnP step needs from a forward model
+    (:mod:`~retune_suite.operators.maps.physics`)."""
 
     def A(self, x: torch.Tensor) -> torch.Tensor: ...
 
@@ -285,11 +286,15 @@ def load_drunet(
     device, dtype
         Where and in which dtype the network lives (default: CPU, default dtype).
 
+    Notes
+    -----
     Returns the network in eval mode. Raises :class:`FileNotFoundError` if ``path`` does not
-    exist and :class:`~retune_suite.operators.errors.InvalidInputError` if its tensors do not fit
-    the
-    architecture (the message names the architecture the file holds).
+    exist, :class:`~retune_suite.operators.errors.InvalidInputError` if its tensors do not fit
+    the architecture (the message names the architecture the file holds) and
+    :class:`~retune_suite.operators.errors.MissingExtraError` without deepinv (the extra
+    ``retune-suite[pnp]``).
     """
+    require("deepinv", "pnp", "the DRUNet denoiser (FB-PnP)")
     from deepinv.models import DRUNet
 
     state: dict[str, torch.Tensor] | None = None

@@ -3,14 +3,14 @@ r"""Small exact problems: strongly convex composites with known μ, L and analyt
 Each problem is, for x ∈ ℝⁿ (or a batch (B, n)) and weights w = exp(θ̃) ∈ ℝ^d_{>0}, one per
 contiguous group of n/d coordinates (positivity by parameterisation, as in the paper):
 
-==============  ===============================================  ==================  =========
-prior           energy E_θ(x)                                     step φ(x, θ̃)         Assump. 2
-==============  ===============================================  ==================  =========
-``ridge``       ½‖Ax−y‖² + ½Σ w_{g(i)} x_i²                        gradient descent    global
-``logcosh``     ½‖Ax−y‖² + ρ/2‖x‖² + Σ w_{g(i)} ε logcosh(x_i/ε)   gradient descent    global
-``l1``          ½‖Ax−y‖² + ρ/2‖x‖² + Σ w_{g(i)} |x_i|  (elastic)   forward-backward    local
-``group_l21``   ½‖Ax−y‖² + ρ/2‖x‖² + Σ_g w_g ‖x_g‖₂  (wavelet)     forward-backward    local
-==============  ===============================================  ==================  =========
+==============  ==================================================  ==================  =========
+prior           energy E_θ(x)                                       step φ(x, θ̃)        Assump. 2
+==============  ==================================================  ==================  =========
+``ridge``       ½‖Ax−y‖² + ½Σ w_{g(i)} x_i²                         gradient descent    global
+``logcosh``     ½‖Ax−y‖² + ρ/2‖x‖² + Σ w_{g(i)} ε logcosh(x_i/ε)    gradient descent    global
+``l1``          ½‖Ax−y‖² + ρ/2‖x‖² + Σ w_{g(i)} |x_i|  (elastic)    forward-backward    local
+``group_l21``   ½‖Ax−y‖² + ρ/2‖x‖² + Σ_g w_g ‖x_g‖₂  (wavelet)      forward-backward    local
+==============  ==================================================  ==================  =========
 
 For forward-backward (7) on f = ½‖Ax−y‖² + ρ/2‖x‖² with μ = σ_min(A)² + ρ, L = σ_max(A)² + ρ,
 and for gradient descent on a μ-strongly convex E with L-Lipschitz gradient, one step is

@@ -139,6 +139,8 @@ def build(
     denoiser
         The DRUNet of the PnP priors, in the data's dtype and on its device.
 
+    Notes
+    -----
     The starting point is the paper's. Algorithm 1 leaves it open ("Initialize x₀^{[ℓ]}");
     section 4.1 fixes it after eq. (52): x̃^T_{θ,K} = Dᵀθ⁻¹Φ_K^T(x₀, θ) "with x₀ = Dy". So
     x₀ = D Aᵀy for the wavelet priors (u₀ = Dy for denoising, the same formula for the
@@ -239,7 +241,8 @@ def _foe(
     clean: torch.Tensor | None,
     theta: Theta | None,
 ) -> Section4Problem:
-    """Gradient descent on the FoE energy (:mod:`~retune_suite.maps.foe`) on the image, from x₀ =
+    """Gradient descent on the FoE energy (:mod:`~retune_suite.operators.maps.foe`) on the image,
+    from x₀ =
     Aᵀy;
     θ⁰ = (log α = −3, the 8 lowest-frequency zero-mean 5×5 DCT filters)."""
     from .foe import FieldsOfExperts, init_theta

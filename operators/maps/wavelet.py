@@ -14,10 +14,11 @@ length L, one level along one axis of a signal of even length N is
     a_k = \sum_{m=0}^{L-1} h_m\, x_{(2k + L/2 - m) \bmod N}, \qquad
     d_k = \sum_{m=0}^{L-1} g_m\, x_{(2k + L/2 - m) \bmod N}, \qquad k < N/2,
 
-(h, g) = ``pywt.Wavelet(name).dec_lo``, ``.dec_hi``: the coefficients of
-``pywt.wavedec2(x, name, mode="periodization")`` exactly, short signals (N < L) included,
-where the filter wraps around several times. The adjoint, written in polyphase form
-(x_{2q+r} from the coefficients a_{q+d}, d_{q+d}), is the inverse.
+(h, g) = ``pywt.Wavelet(name).dec_lo``, ``.dec_hi`` (shipped in :mod:`.wavelet_filters` for
+haar, db1–db10, sym2–sym10 and coif1–coif5, so PyWavelets is needed only for other names): the
+coefficients of ``pywt.wavedec2(x, name, mode="periodization")`` exactly, short signals
+(N < L) included, where the filter wraps around several times. The adjoint, written in
+polyphase form (x_{2q+r} from the coefficients a_{q+d}, d_{q+d}), is the inverse.
 
 :class:`Wavelet2D` applies each level as two block-Toeplitz matrix products (batched GEMMs
 on strided views of one periodically padded buffer, along H then W; see :func:`_analysis_into`),
@@ -48,37 +49,53 @@ from dataclasses import dataclass, field
 
 import torch
 
-from ..errors import InvalidInputError
+from ..errors import InvalidInputError, require
 from ..jacobians import dot_product_gap
+from .wavelet_filters import FILTERS
 
 _Triplet = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
 
 
 @functools.cache
 def _filters(name: str) -> tuple[tuple[float, ...], tuple[float, ...]]:
-    """(dec_lo, dec_hi) of an orthogonal PyWavelets wavelet, orthonormal to float64 rounding."""
-    try:
-        import pywt
-    except ImportError as error:  # pragma: no cover - pywt is a dependency
-        raise ImportError(
-            "operators.maps.wavelet takes its filters from PyWavelets: pip install PyWavelets"
-        ) from error
+    """(dec_lo, dec_hi) of an orthogonal PyWavelets wavelet, orthonormal to float64 rounding.
+
+    haar, db1–db10, sym2–sym10 and coif1–coif5 come from the table shipped with the suite
+    (:mod:`.wavelet_filters`, PyWavelets' taps bit for bit); other names from PyWavelets, when
+    it is installed.
+    """
+    if name in FILTERS:
+        taps = FILTERS[name][0]
+    else:
+        taps = _pywt_filter(name)
+    lo = _orthonormalize(list(taps))
+    L = len(lo)
+    hi = [(-1.0) ** (n + 1) * lo[L - 1 - n] for n in range(L)]  # pywt's dec_hi from dec_lo
+    return tuple(lo), tuple(hi)
+
+
+def _pywt_filter(name: str) -> tuple[float, ...]:
+    """PyWavelets' dec_lo of ``name``, checked to be orthogonal."""
+    built_in = "haar, db1–db10, sym2–sym10, coif1–coif5"
+    pywt = require(
+        "pywt",
+        "peers",
+        f"the wavelet {name!r}",
+        hint=f"(or pip install PyWavelets); built in without it: {built_in}",
+    )
     try:
         wavelet = pywt.Wavelet(name)
     except ValueError as error:
         raise InvalidInputError(
-            f"unknown wavelet {name!r}: use a name from pywt.wavelist(kind='discrete'), "
-            "e.g. 'haar', 'db4', 'sym4', 'coif2'."
+            f"unknown wavelet {name!r}: use one of {built_in} or a name from "
+            "pywt.wavelist(kind='discrete'), e.g. 'haar', 'db4', 'sym4', 'coif2'."
         ) from error
     if not wavelet.orthogonal:
         raise InvalidInputError(
             f"wavelet {name!r} is not orthogonal, so DᵀD ≠ I (eqs. (46)–(50) need D⁻¹ = Dᵀ): "
             "use an orthogonal family (haar, dbN, symN, coifN)."
         )
-    lo = _orthonormalize(list(map(float, wavelet.dec_lo)))
-    L = len(lo)
-    hi = [(-1.0) ** (n + 1) * lo[L - 1 - n] for n in range(L)]  # pywt's dec_hi from dec_lo
-    return tuple(lo), tuple(hi)
+    return tuple(map(float, wavelet.dec_lo))
 
 
 def _orthonormalize(h: list[float], tol: float = 1e-15) -> list[float]:
