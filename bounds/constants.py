@@ -36,6 +36,7 @@ from retune_suite.operators.jacobians import (
     Block,
     jacobian_theta,
     jacobian_x,
+    load_forward_mode,
     mixed_derivative,
     power_iteration,
     power_norm_x,
@@ -157,6 +158,7 @@ def hessian_norm(loss: Loss, x: torch.Tensor) -> float:
         return loss(z.reshape(shape)).reshape(())
 
     z = x.detach().reshape(-1)
+    load_forward_mode()  # hessian = jacfwd(jacrev): forward mode
     try:
         H = hessian(f)(z)
     except (RuntimeError, NotImplementedError):

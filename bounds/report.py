@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 from dataclasses import dataclass, field
 from typing import Any
@@ -11,6 +12,7 @@ from retune_suite.operators import hypergrad
 from retune_suite.operators.errors import InvalidInputError, NotContractiveError
 from retune_suite.operators.iteration import fixed_point, unroll
 from retune_suite.operators.jacobians import reuse_jacobians
+from retune_suite.operators.refutation import Evidence
 from retune_suite.operators.theta import Loss, Step, Theta, as_tuple, check_count, check_point
 
 from . import constants as C
@@ -29,7 +31,9 @@ class Report:
 
     ``holds[name]`` is True or False only when every constant the bound uses is exact or a
     proven upper estimate; otherwise it is None and ``reasons[name]`` names the constant that
-    was only estimated (or why no verdict can be given).
+    was only estimated (or why no verdict can be given). ``refuted`` maps each given constant
+    (``"delta"``, ``"hessian_bound"``, ``"lipschitz_theta"``) that a measurement refutes to
+    the measurement (:mod:`retune_suite.operators.refutation`); what uses it has no verdict.
     """
 
     K: int
@@ -46,6 +50,7 @@ class Report:
     certificates: dict[str, float | None] = field(default_factory=dict)
     certificate_status: dict[str, str] = field(default_factory=dict)
     certificate_holds: dict[str, bool | None] = field(default_factory=dict)
+    refuted: dict[str, str] = field(default_factory=dict)
 
     def to_frame(self):
         """pandas DataFrame: a row per bound (observed, bound, holds) and per constant."""
@@ -81,6 +86,19 @@ class Report:
                         value / observed if value is not None and observed > 0 else None
                     ),
                     "reason": self.certificate_status[name].removeprefix("certified"),
+                }
+            )
+        for name, text in self.refuted.items():  # a given constant a measurement refutes
+            rows.append(
+                {
+                    "kind": "constant",
+                    "name": f"refuted_{name}",
+                    "quantity": text,
+                    "observed": None,
+                    "bound": None,
+                    "holds": None,
+                    "bound/observed": None,
+                    "reason": text,
                 }
             )
         for name, value in self.constants.items():
@@ -147,6 +165,110 @@ def _verdict(
     )
 
 
+def _bounds(
+    delta_lip: float,
+    delta_loc: float,
+    T: int,
+    P: int,
+    grad_loss: float,
+    c: dict[str, Any],
+    residual: float | None,
+) -> dict[str, float]:
+    """Every statement's right-hand side with these δ (Lipschitz and local) and constants;
+    Corollary 1 when the loss is ½‖x − x̄‖² (``residual`` = ‖x̂ − x̄‖)."""
+    bounds = {
+        "theorem1": S.theorem1(delta_lip, T, c["dist0"]),
+        "lemma1": S.lemma1(delta_loc, grad_loss, c["dtheta_star"]),
+        f"neumann_P{P}": S.neumann(delta_loc, P, grad_loss, c["dtheta_star"]),
+        "theorem2": S.theorem2(
+            delta_lip,
+            T,
+            grad_loss,
+            c["dtheta_star"],
+            c["dtheta_prev"],
+            c["L_theta"],
+            c["dist0"],
+            c["hess_loss"],
+            c["taylor_remainder"],
+        ),
+        "theorem2_corrected": S.theorem2_corrected(
+            delta_lip,
+            T,
+            grad_loss,
+            c["dtheta_star"],
+            c["dtheta_prev"],
+            c["L_theta"],
+            c["dist0"],
+            c["loss_secant"],
+        ),
+    }
+    if residual is not None:
+        args = (delta_lip, T, residual, c["dtheta_star"], c["dtheta_prev"])
+        args += (c["L_theta"], c["dist0"])
+        bounds["corollary1"] = S.corollary1(*args)
+        bounds["corollary1_corrected"] = S.corollary1_corrected(*args)
+    return bounds
+
+
+ADJOINT_STEPS = 3
+"""Products ∂ₓΦ_K(x̂)ᵀv checked against a given δ beyond ``DENSE_LIMIT`` (where ‖∂ₓΦ_K(x̂)‖₂
+is not computed): a few backward passes of Φ_K, against the GMRES solve's tens to hundreds."""
+
+
+def _evidence(
+    given: dict[str, float | None],
+    *,
+    trajectory: list[torch.Tensor],
+    x_star: torch.Tensor,
+    dist: list[float],
+    local: dict[str, float],
+    hess: float | None,
+    consts: dict[str, Any],
+    loss: Loss,
+    lin: hypergrad.Linearisation | None,
+    x_star_error: float,
+) -> Evidence:
+    """The measurements of :func:`verify` that can refute a given δ, H or L_θ
+    (:mod:`retune_suite.operators.refutation`): every one is already computed, except the
+    few products ∂ₓΦ_K(x̂)ᵀv when n > ``DENSE_LIMIT`` (``lin`` given)."""
+    ev = Evidence(given, x_star.dtype)
+    if "delta" in ev.given:
+        for what, value in local.items():  # exact (dense SVD) local norms
+            ev.norm("delta", value, what)
+        if lin is not None:
+            v = hypergrad.loss_gradient(loss, x_star)
+            what = "‖∂ₓΦ_K(x̂)ᵀv_{p}‖₂/‖v_{p}‖₂ (v_0 = ∂ₓL(x̂), v_{{p+1}} = ∂ₓΦ_K(x̂)ᵀv_p)"
+            ev.adjoint_powers("delta", lin.adjoint_x, v, ADJOINT_STEPS, what)
+        # Theorem 1's slack (dist_s + ‖x̂‖) and x̂'s own error: Theorem 1 (a secant from s = 0)
+        # is never False on a δ that these distances do not refute.
+        what = "‖x_{{K·{t}}} − x̂‖₂/‖x_{{K·{s}}} − x̂‖₂"
+        ev.secants("delta", dist, what, _norm(x_star), error=x_star_error)
+        residuals = [_norm(b - a) for a, b in itertools.pairwise(trajectory)]
+        size = 2.0 * max(_norm(x) for x in trajectory)
+        note = "r_j = ‖x_{K(j+1)} − x_{Kj}‖₂, the block residuals"
+        ev.secants("delta", residuals, "r_{t}/r_{s}", size, note=note)
+    x_prev, x_T = trajectory[-2], trajectory[-1]
+    H = ev.given.get("hessian_bound")
+    if H is not None:
+        if hess is not None:
+            ev.norm("hessian_bound", hess, "‖∂ₓₓL(x̂)‖₂")
+        g_T = hypergrad.loss_gradient(loss, x_T)
+        g_star = hypergrad.loss_gradient(loss, x_star)
+        num, den = _norm(g_T - g_star), dist[-1]
+        if den > 0:
+            scale = _norm(g_T) + _norm(g_star) + max(H, num / den) * (_norm(x_T) + _norm(x_star))
+            what = "‖∂ₓL(x_{KT}) − ∂ₓL(x̂)‖₂/‖x_{KT} − x̂‖₂"
+            ev.secant("hessian_bound", num, den, what, scale)
+    L_theta = ev.given.get("lipschitz_theta")
+    if L_theta is not None and dist[-2] > 0:
+        num, den = consts["L_theta"] * dist[-2], dist[-2]
+        scale = consts["dtheta_star"] + consts["dtheta_prev"]
+        scale += max(L_theta, consts["L_theta"]) * (_norm(x_prev) + _norm(x_star))
+        what = "‖∂_θΦ_K(x_{K(T−1)}) − ∂_θΦ_K(x̂)‖₂/‖x_{K(T−1)} − x̂‖₂"
+        ev.secant("lipschitz_theta", num, den, what, scale)
+    return ev
+
+
 @reuse_jacobians()  # ∂_θΦ_K at x̂ and at x_{K(T−1)}: each computed once per call
 def verify(
     step: Step,
@@ -200,6 +322,12 @@ def verify(
     ``delta_measured*`` are not computed (NaN). ∂_θΦ_K is dense at every size (forward mode in
     chunks); each point's matrix is computed once per call.
 
+    A given ``delta``, ``hessian_bound`` or ``lipschitz_theta`` that a measurement refutes
+    (a local ‖∂_xΦ_K‖₂, a secant of Φ_K along the trajectory, ‖∂xxL(x̂)‖₂ or a secant of
+    ∂_xL, the secant L_θ: each a lower bound of what the constant bounds) leaves every verdict
+    and certificate that uses it None, the measurement in ``reasons`` and ``refuted``
+    (:mod:`retune_suite.operators.refutation`, ``docs/findings.md`` "Refuted constants").
+
     Examples
     --------
     >>> import torch
@@ -230,7 +358,9 @@ def verify(
     eps = torch.finfo(torch.float64).eps
 
     if x_star is None:
-        fp = fixed_point(step, theta, x0, K)
+        # x̂ to float64 precision relative to itself (atol=0): the statements are checked at
+        # every scale, and a fixed point near 0 known only to ulps of ‖x0‖ fakes violations
+        fp = fixed_point(step, theta, x0, K, atol=0.0)
         x_star, fp_blocks = fp.x, fp.stats.blocks
     else:
         check_point(x_star, "x_star", theta)
@@ -262,12 +392,11 @@ def verify(
     scale = {k: _norm(_vector(g)) + _norm(ref) for k, g in gradients.items()}
 
     local_how = "dense SVD" if dense else "power iteration, a lower estimate"
+    d_traj: list[float] = []
     if delta is None or dense:
         d_star = C.delta_measured(Phi, x_star, theta, generator=generator)
-        d_path = max(
-            [d_star]
-            + [C.delta_measured(Phi, x, theta, generator=generator) for x in trajectory[:-1]]
-        )
+        d_traj = [C.delta_measured(Phi, x, theta, generator=generator) for x in trajectory[:-1]]
+        d_path = max([d_star, *d_traj])
     else:
         # δ_K is given and n > DENSE_LIMIT: the local norms would only be reported, at T + 1
         # power iterations of Φ_K (an hour at 256×256 for K = 10, T = 20), so they are not run.
@@ -317,33 +446,25 @@ def verify(
         "fixed_point_blocks": fp_blocks,
         "fixed_point_residual": _norm(Phi(x_star, theta).detach() - x_star),
     }
+    # ‖x̂_c − x̂‖ ≤ s/(1 − δ) (Lemma A of docs/findings.md C) for the computed x̂_c, s its residual
+    x_star_error = consts["fixed_point_residual"] / (1.0 - delta_lip)
+    local = {}
+    if dense:  # exact local norms (dense SVD), each a lower bound of a Lipschitz constant
+        local = {"‖∂ₓΦ_K(x̂)‖₂": d_star}
+        local.update({f"‖∂ₓΦ_K(x_{{K·{t}}})‖₂": d for t, d in enumerate(d_traj)})
+    evidence = _evidence(
+        {"delta": delta, "hessian_bound": hessian_bound, "lipschitz_theta": lipschitz_theta},
+        trajectory=trajectory,
+        x_star=x_star,
+        dist=dist,
+        local=local,
+        hess=hess if dense else None,
+        consts=consts,
+        loss=loss,
+        lin=None if dense or delta is None else lin,
+        x_star_error=x_star_error,
+    )
     c = consts
-    bounds = {
-        "theorem1": S.theorem1(delta_lip, T, c["dist0"]),
-        "lemma1": S.lemma1(delta_loc, grad_loss, c["dtheta_star"]),
-        f"neumann_P{P}": S.neumann(delta_loc, P, grad_loss, c["dtheta_star"]),
-        "theorem2": S.theorem2(
-            delta_lip,
-            T,
-            grad_loss,
-            c["dtheta_star"],
-            c["dtheta_prev"],
-            c["L_theta"],
-            c["dist0"],
-            c["hess_loss"],
-            c["taylor_remainder"],
-        ),
-        "theorem2_corrected": S.theorem2_corrected(
-            delta_lip,
-            T,
-            grad_loss,
-            c["dtheta_star"],
-            c["dtheta_prev"],
-            c["L_theta"],
-            c["dist0"],
-            c["loss_secant"],
-        ),
-    }
     compared = {
         "theorem1": "dist_T",
         "lemma1": "jfb",
@@ -353,20 +474,11 @@ def verify(
     }
     target = _mse_target(loss, x_star, [x0, x_T, trajectory[len(trajectory) // 2]])
     consts["loss_is_mse"] = target is not None
+    residual = None
     if target is not None:
         residual = _norm(x_star - target)
-        args = (
-            delta_lip,
-            T,
-            residual,
-            c["dtheta_star"],
-            c["dtheta_prev"],
-            c["L_theta"],
-            c["dist0"],
-        )
-        bounds["corollary1"] = S.corollary1(*args)
-        bounds["corollary1_corrected"] = S.corollary1_corrected(*args)
         compared["corollary1"] = compared["corollary1_corrected"] = "retune"
+    bounds = _bounds(delta_lip, delta_loc, T, P, grad_loss, c, residual)
 
     # What each bound needs certified. A local ‖∂xΦ_K‖ is a Lipschitz constant of Φ_K only
     # for an affine map, which verify cannot certify: with delta=None, no verdict on them.
@@ -390,10 +502,38 @@ def verify(
         uncertainty = c["dtheta_star"] * solve_tol * grad_loss / (1.0 - float(delta))
     else:
         uncertainty = math.inf
+    # The given constants each bound uses: a refuted one leaves it without a verdict.
+    uses = {name: ["delta"] for name in bounds}
+    if not dense:  # ‖∂xxL(x̂)‖ is then the given H (or a power iteration)
+        uses["theorem2"].append("hessian_bound")
+    # A local norm above δ by less than the absolute floor (δ tiny): δ is refuted for a bound
+    # when the measured value in its place moves the bound beyond the bound's own allowance.
+    close = evidence.close.get("delta") if "delta" not in evidence.refuted else None
+    if close is not None and not close.measured < 1:
+        evidence.refuted["delta"], close = close, None
+    alternative, moved_by_close = {}, False
+    if close is not None:
+        alternative = _bounds(close.measured, close.measured, T, P, grad_loss, c, residual)
     holds: dict[str, bool | None] = {}
     reasons: dict[str, str] = {}
     for name, bound in bounds.items():
         quantity = compared[name]
+        refuted = evidence.reason(*uses[name])
+        if close is not None and not refuted:
+            if quantity == "dist_T":
+                slack = FP_ULPS * eps * (dist[0] + _norm(x_star))
+                moved = any(
+                    S.theorem1(close.measured, t, dist[0]) - S.theorem1(delta_lip, t, dist[0])
+                    > slack
+                    for t in range(len(dist))
+                )
+            else:
+                moved = alternative[name] - bound > FP_ULPS * eps * (scale[quantity] + bound)
+            refuted = str(close) if moved else ""
+            moved_by_close |= moved
+        if refuted:
+            holds[name], reasons[name] = None, refuted
+            continue
         missing = list(needs[name])
         if quantity == "dist_T":
             # Theorem 1 is checked at every t = 0..T, each with its own rounding allowance.
@@ -403,7 +543,20 @@ def verify(
                 for t, d in enumerate(dist)
             ]
             values = [v for v, _ in verdicts]
-            if False in values:
+            # False only beyond x̂'s own error too (distances to a computed x̂, see evidence)
+            beyond = [
+                d - (1.0 + delta_lip**t) * x_star_error > S.theorem1(delta_lip, t, dist[0]) + slack
+                for t, d in enumerate(dist)
+            ]
+            if False in values and not any(beyond):
+                holds[name], reasons[name] = (
+                    None,
+                    (
+                        f"no verdict: the violation is within x̂'s own error ({x_star_error:.2e}, "
+                        "its fixed-point residual over 1 − δ_K)"
+                    ),
+                )
+            elif False in values:
                 holds[name], reasons[name] = False, ""
             elif all(v is True for v in values):
                 holds[name], reasons[name] = True, ""
@@ -430,24 +583,41 @@ def verify(
             "deq_solve": dict(x_star=x_star, tol=solve_tol),
         }
         methods = {"neumann": "deq_neumann"}
-        for name, extra in runs.items():
-            est = hypergrad.estimate(
+        refuted = evidence.reason("delta", "lipschitz_theta", "hessian_bound")
+
+        def certificate(name: str, d: float, extra: dict) -> hypergrad.Estimate:
+            return hypergrad.estimate(
                 methods.get(name, name),
                 step,
                 theta,
                 x0,
                 loss,
                 K=K,
-                delta=float(delta),
+                delta=d,
                 lipschitz_theta=lipschitz_theta,
                 hessian_bound=hessian_bound,
                 lipschitz_x=lipschitz_x,
                 generator=generator,
                 **extra,
             )
+
+        for name, extra in runs.items():
+            if refuted:  # every certificate uses δ, L_θ and H
+                certificates[name], cert_holds[name] = None, None
+                status[name] = f"certificate none: {refuted}"
+                continue
+            est = certificate(name, float(delta), extra)
             certificates[name] = est.certificate
             source = est.certificate_source
             certified = source["status"] == "certified" and est.certificate is not None
+            if certified and close is not None:  # as for the bounds: does close move it?
+                other = certificate(name, close.measured, extra).certificate
+                slack = FP_ULPS * eps * (scale[name] + est.certificate)
+                if other is None or other - est.certificate > slack:
+                    certificates[name], cert_holds[name] = None, None
+                    status[name] = f"certificate none: {close}"
+                    moved_by_close = True
+                    continue
             reason = f"certificate {source['status']}: {source.get('reason', '')}".strip()
             status[name] = "certified" if certified else reason
             if certified:
@@ -458,6 +628,9 @@ def verify(
                 )
             else:
                 cert_holds[name] = None
+    refuted_constants = {name: str(r) for name, r in evidence.refuted.items()}
+    if moved_by_close and close is not None:
+        refuted_constants["delta"] = f"{close} (for the bounds it moves beyond their allowance)"
     return Report(
         K=K,
         T=T,
@@ -473,4 +646,5 @@ def verify(
         certificates=certificates,
         certificate_status=status,
         certificate_holds=cert_holds,
+        refuted=refuted_constants,
     )

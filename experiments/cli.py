@@ -68,9 +68,10 @@ def _shown(value: Any) -> str:
 
 def _help(f: dataclasses.Field) -> str:
     """The field's help with its default said once: the help's own ``(default: ...)`` where it
-    has one, else the value (none for a flag, nor for None: the help says what happens then)."""
+    has one, else the value (none for a flag, nor for None or empty: the help says what
+    happens then)."""
     text = f.metadata.get("help", "")
-    plain = f.default is None or f.default is dataclasses.MISSING
+    plain = f.default is None or f.default is dataclasses.MISSING or f.default in ((), "")
     if f.type in ("bool", bool) or plain or re.search(r"\bdefault\b", text):
         return text
     return f"{text} (default: {_shown(f.default)})".strip()

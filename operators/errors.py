@@ -34,6 +34,11 @@ class ConvergenceError(RetuneError, RuntimeError):
         super().__init__(f"{message}\n  relative residual history: {_history(self.residuals)}")
 
 
+class NonConvergenceWarning(UserWarning):
+    """A solve that was asked for a best effort (``on_nonconvergence="warn"``) did not converge;
+    the message names the samples, why, and their residuals."""
+
+
 class MissingExtraError(RetuneError, ImportError):
     """A feature needs an optional dependency that is not installed; the message names the
     extra of retune-suite that installs it (``pip install 'retune-suite[extra]'``).

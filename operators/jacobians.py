@@ -6,18 +6,49 @@ Notation of the paper: ∂_xΦ_K(x, θ) ∈ ℝ^{n×n} (its norm at x̂ is the m
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from typing import Any
 
 import torch
-from torch.func import jacrev, jvp, vjp, vmap
+import torch.autograd.forward_ad as forward_ad
+from torch.func import jacrev, vjp, vmap
+from torch.func import jvp as _torch_jvp
 
 from .errors import InvalidInputError
 from .theta import Theta, as_tuple, flat, like, unflat
 
 Block = Callable[[torch.Tensor, Theta], torch.Tensor]
+
+_forward_mode_loaded = False
+
+
+def load_forward_mode() -> None:
+    """Load torch's forward-mode decompositions once per process, quietly.
+
+    torch's first forward-mode product (``torch.func.jvp``, ``jacfwd``, ``hessian``) loads
+    its jvp decompositions, which call the deprecated ``torch.jit.script`` and print a
+    FutureWarning that the user cannot act on, on every run of every command. The suite calls
+    this before its forward-mode products: the load happens under a filter for exactly that
+    message, the user's warning filters are restored right after, nothing else is silenced.
+    """
+    global _forward_mode_loaded
+    if not _forward_mode_loaded:
+        with warnings.catch_warnings():
+            warnings.filterwarnings(
+                "ignore", message=r"`torch\.jit\.script` is deprecated", category=FutureWarning
+            )
+            with forward_ad.dual_level():
+                forward_ad.make_dual(torch.zeros(()), torch.zeros(()))
+        _forward_mode_loaded = True
+
+
+def jvp(func: Callable[..., Any], primals: tuple, tangents: tuple, **kwargs: Any) -> Any:
+    """:func:`torch.func.jvp` after :func:`load_forward_mode`."""
+    load_forward_mode()
+    return _torch_jvp(func, primals, tangents, **kwargs)
 
 
 def _detached(theta: Theta) -> Theta:

@@ -121,27 +121,111 @@ def check_step_output(y: object, x: torch.Tensor) -> torch.Tensor:
     return y
 
 
-def first_step(step: Step, x: torch.Tensor, theta: Theta) -> torch.Tensor:
-    """φ(x, θ) for the first step of a block, turning a shape error of the step into a named one.
+AUTOGRAD_HINTS = (
+    "does not require grad",
+    "does not have a grad_fn",
+    "differentiated Tensors",
+    "not have been used in the graph",
+)
+"""Fragments of torch's messages when ``torch.autograd.grad`` is called on a graph that is not
+there (no_grad, or x a tensor that does not require grad): what a step that differentiates
+inside (an energy gradient) meets in a loop that records no graph."""
 
-    torch raises a bare ``RuntimeError`` when θ and x do not broadcast; the first call names
-    the shapes instead. Out-of-memory errors pass through unchanged.
+
+def is_autograd_error(error: BaseException) -> bool:
+    """``error`` is torch's complaint that a step differentiated where no graph was recorded."""
+    return isinstance(error, RuntimeError) and any(h in str(error) for h in AUTOGRAD_HINTS)
+
+
+def autograd_step(step: Step) -> Step:
+    """φ for a loop that records no graph, when φ differentiates inside.
+
+    The step x − τ∇ₓE(x, θ) written with ``torch.autograd.grad(E(x, θ), x, create_graph=True)``
+    needs gradients on and an x that requires grad. The wrapper gives it both (a fresh leaf
+    copy of x, under :func:`torch.enable_grad`) and returns the output detached, so no graph
+    outlives the step; pass it θ detached (:func:`detached`) so none is built towards θ.
     """
+
+    def run(x: torch.Tensor, theta: Theta) -> torch.Tensor:
+        with torch.enable_grad():
+            return step(x.detach().requires_grad_(True), theta).detach()
+
+    run.uses_autograd = True  # type: ignore[attr-defined]
+    return run
+
+
+def detached(theta: Theta) -> Theta:
+    """θ with every leaf detached (same structure)."""
+    return like(theta, tuple(t.detach() for t in as_tuple(theta)))
+
+
+def start_block(step: Step, x: torch.Tensor, theta: Theta) -> tuple[torch.Tensor, Step, Theta]:
+    """The first step φ(x, θ) of a block, and how to call the block's other steps.
+
+    Returns ``(φ(x, θ), run, th)``: the block's further steps are ``run(x, th)``. For a step
+    that does not differentiate inside, ``run`` is the step and ``th`` is θ: nothing changes.
+    A step that does (it calls ``torch.autograd.grad`` on x; found by its first call failing
+    for want of a graph, or declared with a ``uses_autograd = True`` attribute) is called
+
+    - with gradients on (a block that records its graph: ReTune's last block, the unrolled
+      estimator, a linearisation): on x itself, or on a leaf copy of x that requires grad when
+      x does not (the start of the block);
+    - with gradients off (the restarts, the fixed-point solve): through
+      :func:`autograd_step`, with θ detached.
+
+    Errors of the first call are named: a device mismatch, an autograd error that is not the
+    want of a graph, a shape error (torch raises a bare ``RuntimeError`` when θ and x do not
+    broadcast). Out-of-memory errors pass through unchanged.
+    """
+    declared = getattr(step, "uses_autograd", None)
+    if declared is not True:
+        try:
+            y = step(x, theta)
+        except torch.OutOfMemoryError:
+            raise
+        except RuntimeError as error:
+            if declared is False or not is_autograd_error(error):
+                raise _named(error, x, theta) from error
+        else:
+            return check_step_output(y, x), step, theta
+    if torch.is_grad_enabled():
+        run, th = step, theta
+        z = x if x.requires_grad else x.detach().requires_grad_(True)
+    else:
+        run, th = autograd_step(step), detached(theta)
+        z = x
     try:
-        y = step(x, theta)
+        y = run(z, th)
     except torch.OutOfMemoryError:
         raise
     except RuntimeError as error:
-        if "same device" in str(error):
-            raise InvalidInputError(
-                f"step(x, theta) failed: {error}. x0 and theta are on {x.device}; put every "
-                "tensor the step closes over on that device too (e.g. build the problem with "
-                "device=...)."
-            ) from error
-        shapes = [tuple(t.shape) for t in as_tuple(theta)]
-        raise InvalidInputError(
-            f"step(x, theta) failed for x of shape {tuple(x.shape)} and theta of shape(s) "
-            f"{shapes}: {error}. Give x0 the shape the step expects (and theta shapes that "
-            "broadcast with it)."
-        ) from error
-    return check_step_output(y, x)
+        raise _named(error, x, theta) from error
+    return check_step_output(y, x), run, th
+
+
+def first_step(step: Step, x: torch.Tensor, theta: Theta) -> torch.Tensor:
+    """φ(x, θ) for the first step of a block (:func:`start_block` without the rest)."""
+    return start_block(step, x, theta)[0]
+
+
+def _named(error: RuntimeError, x: torch.Tensor, theta: Theta) -> InvalidInputError:
+    """The error of a step's first call, with what it most likely means."""
+    if "same device" in str(error):
+        return InvalidInputError(
+            f"step(x, theta) failed: {error}. x0 and theta are on {x.device}; put every "
+            "tensor the step closes over on that device too (e.g. build the problem with "
+            "device=...)."
+        )
+    if is_autograd_error(error):
+        return InvalidInputError(
+            f"step(x, theta) failed inside torch.autograd: {error}. A step that differentiates "
+            "inside (x - lr * torch.autograd.grad(E(x, theta), x, create_graph=True)[0]) is "
+            "called with gradients on and x a tensor that requires grad; differentiate with "
+            "respect to x (and theta) only, and do not detach them inside the step."
+        )
+    shapes = [tuple(t.shape) for t in as_tuple(theta)]
+    return InvalidInputError(
+        f"step(x, theta) failed for x of shape {tuple(x.shape)} and theta of shape(s) "
+        f"{shapes}: {error}. Give x0 the shape the step expects (and theta shapes that "
+        "broadcast with it)."
+    )

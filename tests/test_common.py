@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import os
 import stat
+import time
 
 import pandas as pd
 import pytest
@@ -104,3 +106,127 @@ def test_resolve_device():
     if not torch.cuda.is_available():
         with pytest.raises(InvalidInputError, match="no CUDA device"):
             resolve_device("cuda")
+
+
+# ---------------------------------------------------------------- one writer per folder
+
+
+def test_folder_lock_is_reentrant_in_its_thread_and_released_on_exit(tmp_path):
+    from retune_suite.experiments.common.lock import LOCK, folder_lock
+
+    with folder_lock(tmp_path) as outer:
+        with folder_lock(tmp_path) as inner:  # a sweep point running its job in the folder
+            assert inner == outer
+        assert (tmp_path / LOCK).exists()  # the inner block does not release the outer lock
+    assert not (tmp_path / LOCK).exists()
+    with pytest.raises(KeyboardInterrupt), folder_lock(tmp_path):
+        raise KeyboardInterrupt
+    assert not (tmp_path / LOCK).exists()
+
+
+@pytest.mark.parametrize("content", [b"", b"\x00garbage{", b'{"host": 3}'])
+def test_an_empty_or_garbage_lock_is_taken_over_once_a_few_seconds_old(tmp_path, capsys, content):
+    """An empty lock file (a process killed between creating and writing it) used to read as
+    'running on ? pid ?' and block its folder for stale_after (600 s)."""
+    from retune_suite.experiments.common.lock import (
+        LOCK,
+        UNREADABLE_AFTER,
+        acquire,
+        folder_lock,
+        stale_reason,
+    )
+
+    path = tmp_path / LOCK
+    path.write_bytes(content)
+    assert stale_reason(path, 600) is None  # young: its writer may be at work
+    assert acquire(path, 600) is None
+    old = time.time() - UNREADABLE_AFTER - 1
+    os.utime(path, (old, old))
+    assert "empty or unreadable" in stale_reason(path, 600)
+    with folder_lock(tmp_path):
+        assert json.loads(path.read_text())["pid"] == os.getpid()
+    assert "taking over the lock" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------- complete records
+
+
+def test_csv_records_drop_a_torn_last_record_and_refuse_random_bytes(tmp_path):
+    from retune_suite.experiments.common.resume import read_csv_records
+
+    frame = pd.DataFrame({"K": [1, 2], "reason": ['a "quoted"\nline end', "estimated"]})
+    path = write_csv_atomic(frame, tmp_path / "m.csv")
+    data = path.read_bytes()
+    last = data.rindex(b"2,estimated")
+    for cut in range(last, len(data)):  # every byte offset of the last record
+        path.write_bytes(data[:cut])
+        got, torn = read_csv_records(path, required=("K",))
+        pd.testing.assert_frame_equal(got, frame.iloc[:1])
+        assert torn == (cut > last)
+    for cut in range(len("K,reason\n"), last):  # inside a quoted field with a line end
+        path.write_bytes(data[:cut])
+        got, _ = read_csv_records(path)
+        assert got.empty and list(got.columns) == ["K", "reason"]
+    path.write_bytes(data[:4])  # no complete header: no record
+    assert read_csv_records(path, required=("K",))[0].empty
+    path.write_bytes(bytes(range(256)) * 4)
+    with pytest.raises(InvalidInputError, match=r"m\.csv is damaged.*delete it.*--resume"):
+        read_csv_records(path)
+    path.write_text("K,reason\n1,a,b\n2,c\n")
+    with pytest.raises(InvalidInputError, match="record 2 has 3 fields"):
+        read_csv_records(path)
+    path.write_text("a,b\n1,2\n")
+    with pytest.raises(InvalidInputError, match="no column K"):
+        read_csv_records(path, required=("K",))
+
+
+def test_partial_writes_are_removed_but_not_in_a_locked_subfolder(tmp_path):
+    from retune_suite.experiments.common.io import remove_partial_writes
+    from retune_suite.experiments.common.lock import LOCK
+
+    killed = [tmp_path / ".metrics.csv.k1ll3d00.tmp", tmp_path / "ck" / ".a.pt.zz9y8x7w.tmp"]
+    other = tmp_path / "point" / ".metrics.csv.0therrun.tmp"  # its folder has its own lock
+    mine = tmp_path / "notes.tmp"
+    for path in (*killed, other, mine):
+        path.parent.mkdir(exist_ok=True)
+        path.write_text("x")
+    (tmp_path / "point" / LOCK).write_text("{}")
+    assert sorted(remove_partial_writes(tmp_path)) == sorted(killed)
+    assert other.exists() and mine.exists()
+
+
+def test_append_never_follows_a_planted_link(tmp_path):
+    from retune_suite.experiments.common.io import open_append
+
+    target = tmp_path / "precious.txt"
+    target.write_text("keep\n")
+    (tmp_path / "run.log").symlink_to(target)
+    with pytest.raises(InvalidInputError, match="symbolic link"):
+        open_append(tmp_path / "run.log")
+    assert target.read_text() == "keep\n"
+    with open_append(tmp_path / "other.log") as log:
+        log.write("line\n")
+    assert (tmp_path / "other.log").read_text() == "line\n"
+
+
+def test_a_config_json_that_is_not_json_is_one_clear_error(tmp_path):
+    from dataclasses import dataclass
+
+    from retune_suite.experiments.common.resume import config_hash, read_saved_config
+
+    @dataclass
+    class Config:
+        K: int = 1
+        out: str = "runs"
+
+    path = tmp_path / "config.json"
+    assert read_saved_config(path, Config) is None
+    path.write_text('{"K": 3, "torch": "2.5"}')
+    assert read_saved_config(path, Config) == {"K": 3}
+    assert read_saved_config(path, Config, defaults=True) == {"K": 3, "out": "runs"}
+    path.write_text('{"K": 3,')
+    with pytest.raises(InvalidInputError, match=r"config\.json is damaged.*delete it.*--resume"):
+        read_saved_config(path, Config)
+    # the identity of a configuration: the settings that differ from the defaults
+    assert config_hash(Config(K=1, out="a"), ["out"]) == config_hash(Config(), ["out"])
+    assert config_hash(Config(K=2)) != config_hash(Config())

@@ -129,7 +129,8 @@ def test_deq_backward_raises_convergence_error():
 def test_no_graph_to_caller_without_requires_grad():
     inst = affine([0.5, 0.1], [1.0, 0.0], [0.0, 1.0], [1.0, 0.0], 2, 3)
     for backward in BACKWARDS:
-        x = equilibrium(inst.step, inst.theta, inst.x0, K=2, T=3, backward=backward, P=1)
+        with torch.no_grad():  # evaluation (with gradients on, θ would be named in a warning)
+            x = equilibrium(inst.step, inst.theta, inst.x0, K=2, T=3, backward=backward, P=1)
         assert not x.requires_grad
 
 

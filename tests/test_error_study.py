@@ -11,6 +11,8 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from retune_suite.experiments.cli import main
 from retune_suite.experiments.error_study import KEY, ErrorStudyConfig, run_errors, validate
 from retune_suite.experiments.error_study.cost import CPU_METHOD
@@ -701,3 +703,93 @@ def test_a_reference_solve_short_of_its_tolerance_names_the_fix(tmp_path, monkey
         run_errors(ErrorStudyConfig(**cfg, out=str(tmp_path / "f64")))
     assert "float64, or" not in str(info.value)
     assert not (tmp_path / "f64" / "metrics.csv").exists()
+
+
+# ---------------------------------------------------------------- trusted state, calm reruns
+
+# one unit of six rows (the reference, JFB, ReTune, unrolled, Neumann, the constants)
+ONE_UNIT = dict(SMALL, ks=(1,), t_ref=1, ts=(1,), ks_for_t=(1,), ps=(0,))
+TIMING = ["seconds_median", "peak_mib", "peak_method", "linearise_seconds", "timing_repeats"]
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("errors") / "run"
+    assert run_errors(ErrorStudyConfig(**ONE_UNIT, out=str(out))) == 0
+    return out
+
+
+def _last_row_offsets(path: Path) -> range:
+    data = path.read_bytes()
+    return range(data.rindex(b"\n", 0, len(data) - 1) + 1, len(data))
+
+
+def test_a_torn_last_row_is_dropped_at_every_byte_offset(finished_run, tmp_path):
+    """metrics.csv cut in the middle of its last row used to resume with the torn row kept
+    (certificate_status 'estima', later cells empty); every cut drops it, nothing else."""
+    from retune_suite.experiments.common.resume import read_csv_records
+
+    full = pd.read_csv(finished_run / "metrics.csv")
+    data = (finished_run / "metrics.csv").read_bytes()
+    path = tmp_path / "metrics.csv"
+    for cut in _last_row_offsets(finished_run / "metrics.csv"):
+        path.write_bytes(data[:cut])
+        rows, _ = read_csv_records(path, required=KEY)
+        pd.testing.assert_frame_equal(rows, full.iloc[:-1], check_dtype=False)
+
+
+@given(st.data())
+@settings(max_examples=2)
+def test_a_resumed_torn_run_recomputes_that_row_and_equals_the_uninterrupted_run(
+    finished_run, tmp_path_factory, data
+):
+    import shutil
+
+    from retune_suite.experiments.error_study import figures, study
+
+    offsets = _last_row_offsets(finished_run / "metrics.csv")
+    cut = data.draw(st.integers(offsets.start, offsets.stop - 1), label="byte offset")
+    out = tmp_path_factory.mktemp("torn") / "run"
+    shutil.copytree(finished_run, out)
+    path = out / "metrics.csv"
+    path.write_bytes(path.read_bytes()[:cut])
+    killed = [out / ".metrics.csv.k1ll3d00.tmp", out / ".config.json.zz9y8x7w.tmp"]
+    for temp in killed:  # temporary files of atomic writes killed before their rename
+        temp.write_text("half")
+    added = []
+    original = study.Metrics.add
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(
+            study.Metrics, "add", lambda self, row: added.append(row) or original(self, row)
+        )
+        patch.setattr(figures, "error_study_figures", lambda frame, out: [])  # not the subject
+        assert run_errors(ErrorStudyConfig(**ONE_UNIT, out=str(out), resume=True)) == 0
+    assert [row["estimator"] for row in added] == ["constants"]  # exactly the torn row
+    assert not any(temp.exists() for temp in killed)
+    resumed = pd.read_csv(path).drop(columns=TIMING, errors="ignore")
+    full = pd.read_csv(finished_run / "metrics.csv").drop(columns=TIMING, errors="ignore")
+    pd.testing.assert_frame_equal(resumed, full, check_exact=True)
+
+
+def test_the_same_command_twice_is_complete_and_an_unfinished_run_says_what_to_pass(
+    finished_run, tmp_path, capsys
+):
+    """The README's set-up command run twice failed ("metrics.csv exists: pass --resume"): a
+    finished run of the same settings is complete (exit 0, nothing rewritten); one with other
+    settings is refused; an unfinished one says to pass --resume."""
+    import shutil
+
+    args = ["errors", *_flags(ONE_UNIT), "--out", str(finished_run)]
+    before = {p.name: p.stat().st_mtime_ns for p in finished_run.iterdir()}
+    capsys.readouterr()
+    assert main(args) == 0
+    assert "complete:" in capsys.readouterr().out
+    assert {p.name: p.stat().st_mtime_ns for p in finished_run.iterdir()} == before
+    assert main([*args, "--seed", "1"]) == 2
+    assert "other settings (seed: 0 -> 1)" in capsys.readouterr().err
+    out = tmp_path / "run"
+    shutil.copytree(finished_run, out)
+    rows = pd.read_csv(out / "metrics.csv")
+    rows.iloc[:-1].to_csv(out / "metrics.csv", index=False)  # stopped before its last row
+    assert main([*args[:-1], str(out)]) == 2
+    assert "unfinished run of these settings: pass --resume" in capsys.readouterr().err

@@ -405,7 +405,8 @@ def test_foe_bad_input():
 
 def test_reproduce_foe_quick(tmp_path):
     """``retune-suite reproduce foe --preset quick`` trains every (task, estimator, K, T) and
-    writes metrics, summary, claims and the figure; a second run without --resume is refused."""
+    writes metrics, summary, claims and the figure; the same command again finds it complete, one
+    with other settings is refused."""
     import pandas as pd
     from retune_suite.experiments.cli import main
     from retune_suite.experiments.reproduce.foe import FOE_PRESETS, FoeConfig, units
@@ -430,7 +431,8 @@ def test_reproduce_foe_quick(tmp_path):
     assert claims[claims.claim == "best final train PSNR"].resolved.isna().all()
     for suffix in ("pdf", "png"):
         assert (folder / f"foe.{suffix}").stat().st_size > 0
-    assert main(args) == 2  # refused: the folder holds a run (nothing overwritten)
+    assert main(args) == 0  # the same command again: complete, nothing recomputed
+    assert main([*args, "--lr", "0.1"]) == 2  # other settings: refused, nothing overwritten
 
 
 @given(st.integers(0, 10_000), st.sampled_from([3, 5]), st.integers(1, 3))

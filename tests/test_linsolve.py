@@ -8,7 +8,7 @@ import scipy.sparse.linalg as spla
 import torch
 from hypothesis import given
 from hypothesis import strategies as st
-from retune_suite.operators.errors import ConvergenceError
+from retune_suite.operators.errors import ConvergenceError, InvalidInputError
 from retune_suite.operators.linsolve import gmres
 
 
@@ -74,3 +74,60 @@ def test_gmres_zero_rhs_is_zero():
     x, info = gmres(lambda v: 2 * v, torch.zeros(4))
     assert torch.equal(x, torch.zeros(4))
     assert info.residuals == [0.0]
+
+
+def _complex_system(n: int, rate: float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """I − H with H complex (unitary factors), ‖H‖₂ = rate: not Hermitian, not real."""
+    gen = torch.Generator().manual_seed(seed)
+    c = torch.complex128
+
+    def unitary() -> torch.Tensor:
+        z = torch.complex(torch.randn(n, n, generator=gen), torch.randn(n, n, generator=gen))
+        return torch.linalg.qr(z)[0]
+
+    H = unitary() @ torch.diag(torch.linspace(-rate, rate, n).to(c)) @ unitary()
+    b = torch.complex(torch.randn(n, generator=gen), torch.randn(n, generator=gen))
+    return torch.eye(n, dtype=c) - H, b
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_gmres_complex_matches_scipy(seed):
+    """Issue 25: a complex right-hand side raised TypeError and the Arnoldi step did not
+    conjugate; the solution is now SciPy's, residual ≤ tol."""
+    M, b = _complex_system(25, 0.95, seed)
+    x, info = gmres(lambda v: M @ v, b, tol=1e-12, restart=8)
+    ref, flag = spla.gmres(M.numpy(), b.numpy(), rtol=1e-13, restart=8, maxiter=1000)
+    assert flag == 0 and x.dtype == torch.complex128
+    np.testing.assert_allclose(x.numpy(), ref, rtol=1e-9, atol=1e-10)
+    true = (torch.linalg.vector_norm(M @ x - b) / torch.linalg.vector_norm(b)).item()
+    assert true <= 1e-12 * 1.0001 and info.residuals[-1] == pytest.approx(true, rel=1e-6)
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.complex128])
+def test_gmres_batched_systems_match_scipy(dtype):
+    """Issue 25: a 2-D right-hand side failed inside torch.dot; rows are now independent
+    systems, each solved as SciPy solves it alone (one zero row included)."""
+    make = _contraction_system if dtype == torch.float64 else _complex_system
+    systems = [make(12, rate, seed) for seed, rate in enumerate((0.3, 0.9, 0.99, 0.6))]
+    M = torch.stack([m for m, _ in systems])
+    b = torch.stack([v for _, v in systems])
+    b[3] = 0
+    x, info = gmres(lambda v: (M @ v.unsqueeze(-1)).squeeze(-1), b, tol=1e-12, restart=5)
+    assert x.shape == b.shape and len(info.system_residuals) == 4
+    for s in range(4):
+        ref, flag = spla.gmres(M[s].numpy(), b[s].numpy(), rtol=1e-13, restart=5, maxiter=1000)
+        assert flag == 0
+        np.testing.assert_allclose(x[s].numpy(), ref, rtol=1e-9, atol=1e-10)
+        assert info.system_residuals[s][-1] <= 1e-12
+    assert torch.equal(x[3], torch.zeros_like(x[3]))
+    alone, _ = gmres(lambda v: M[1] @ v, b[1], tol=1e-12, restart=5)
+    torch.testing.assert_close(x[1], alone, rtol=1e-9, atol=1e-11)
+
+
+def test_gmres_refuses_what_it_cannot_solve():
+    with pytest.raises(InvalidInputError, match=r"shape \(n,\) or a batch"):
+        gmres(lambda v: v, torch.ones(2, 2, 2))
+    with pytest.raises(InvalidInputError, match="floating or complex"):
+        gmres(lambda v: v, torch.ones(3, dtype=torch.int64))
+    with pytest.raises(InvalidInputError, match="keep the shape"):
+        gmres(lambda v: v.sum(0), torch.ones(2, 3))

@@ -483,9 +483,12 @@ def test_pretrain_denoiser_command(tmp_path, capsys):
     args += ["--test-images", "1", "--device", "cpu", "--quiet"]
     assert main(args) == 0
     assert (tmp_path / "denoiser" / "tiny" / "drunet.pt").exists()
-    assert main(args) == 2  # exists: needs --resume
-    assert "--resume" in capsys.readouterr().err
-    assert main([*args, "--resume"]) == 0
+    capsys.readouterr()
+    assert main(args) == 0  # the same command again: complete, nothing retrained
+    assert "complete:" in capsys.readouterr().out
+    assert main([*args, "--steps", "3"]) == 2  # more steps: an unfinished run, needs --resume
+    assert "pass --resume" in capsys.readouterr().err
+    assert main([*args, "--steps", "3", "--resume"]) == 0
 
 
 def test_pretrain_denoiser_resume_refuses_changed_settings(tmp_path, capsys):
@@ -738,3 +741,31 @@ def test_claims_csv_has_the_noise_columns(fig1_run):
     compared = claims[claims.claim != "K=T=10 gets there in fewer steps"]
     assert compared.noise_db.notna().all() and (compared.noise_db > 0).all()
     assert (compared.resolved == (compared.difference_db.abs() > compared.noise_db)).all()
+
+
+def test_a_checkpoint_of_another_unit_is_refused_finished_or_not(tmp_path):
+    """The finished checkpoint of (K, T) = (1, 1) copied over that of (2, 2) used to be taken
+    as complete ("complete ..., skipped", metrics labelled (1, 1) twice): every checkpoint
+    carries its unit's identity (model, K, T, estimator, seed, configuration hash) and is
+    checked before it is used, finished or not. The error names both identities; the run
+    stops there rather than recompute, so that nothing written is replaced."""
+    import shutil
+
+    cfg = tiny(tmp_path, configs="1,1;2,2", epochs=1, models="wavelet-BC")
+    assert rp.run_reproduce(cfg) == 0
+    folder = tmp_path / "fig1" / "t" / "checkpoints"
+    ckpt = torch.load(folder / "wavelet-BC_K1_T1.pt", weights_only=True)
+    assert ckpt["identity"]["estimator"] == "retune" and len(ckpt["identity"]["config"]) == 16
+    shutil.copy(folder / "wavelet-BC_K1_T1.pt", folder / "wavelet-BC_K2_T2.pt")
+    with pytest.raises(InvalidInputError, match="checkpoint of another unit") as info:
+        rp.run_reproduce(dataclasses.replace(cfg, resume=True))
+    message = str(info.value)
+    assert "K=1, T=1" in message and "not of model=wavelet-BC, K=2, T=2" in message
+    assert "delete it and run the same command with --resume" in message
+    # a checkpoint of the same unit from a run with other settings: the configuration differs
+    other = tiny(tmp_path / "other", configs="2,2", epochs=1, models="wavelet-BC", lr=0.1)
+    assert rp.run_reproduce(other) == 0
+    theirs = tmp_path / "other" / "fig1" / "t" / "checkpoints" / "wavelet-BC_K2_T2.pt"
+    shutil.copy(theirs, folder / "wavelet-BC_K2_T2.pt")
+    with pytest.raises(InvalidInputError, match="config="):
+        rp.run_reproduce(dataclasses.replace(cfg, resume=True))

@@ -460,3 +460,35 @@ def test_pnp_cpu_spec_runs_figs_2_and_3_at_the_cpu_preset():
             1,
         )
         assert p.config.denoiser_nc == (16, 32, 64, 128) and p.config.models == ()
+
+
+def test_an_empty_point_lock_is_an_interrupted_point_not_a_running_one(tmp_path):
+    """A driver killed between creating and writing a point's lock left it empty: the point
+    showed as 'running on ? pid ?' and was blocked for stale_after (600 s)."""
+    (point,) = expand(load_spec("reproduce", out=str(tmp_path / "out"), grid_text="seed=0"))
+    point.folder.mkdir(parents=True)
+    (point.folder / LOCK).write_bytes(b"")
+    old = time.time() - 10
+    os.utime(point.folder / LOCK, (old, old))
+    status, detail = sweep.point_status(point, 600)
+    assert status == "pending" and "empty or unreadable" in detail, detail
+    lock = acquire(point.folder / LOCK, stale_after=600)
+    assert lock is not None
+    release(lock)
+
+
+def test_the_log_is_never_written_through_a_planted_link(tmp_path):
+    """sweep.log, opened for append, followed a symbolic link planted in the point's folder."""
+    from retune_suite.experiments.sweep.point import LOG, Task, run_point
+
+    folder = tmp_path / "point"
+    folder.mkdir()
+    target = tmp_path / "precious.txt"
+    target.write_text("keep\n")
+    (folder / LOG).symlink_to(target)
+    (point,) = expand(load_spec("reproduce", out=str(tmp_path / "out"), grid_text="seed=0"))
+    task = Task("reproduce", "p", {}, dataclasses.asdict(point.config), str(folder))
+    result = run_point(task)
+    assert result["status"] == "failed" and "symbolic link" in result["error"]
+    assert target.read_text() == "keep\n"
+    assert not (folder / LOCK).exists()

@@ -7,6 +7,8 @@ file runs in seconds; the 256×256 runs are committed under docs/results/verdict
 
 from __future__ import annotations
 
+import dataclasses
+
 import pandas as pd
 import pytest
 from retune_suite.experiments.cli import main
@@ -89,3 +91,27 @@ def test_validation_before_any_work(tmp_path, changes, message):
     with pytest.raises(InvalidInputError, match=message):
         run_verdicts(cfg)
     assert not (tmp_path / "v").exists()
+
+
+def test_a_cut_inside_the_last_unit_recomputes_that_unit(tmp_path, image_scale_path, monkeypatch):
+    """verdicts.csv cut inside the rows of its last (K, T) used to count that (K, T) as done
+    from its first rows; now a unit counts only with all its rows (``unit_rows``), and the
+    resumed file equals the uninterrupted one."""
+    from retune_suite.experiments.error_study import verdicts
+
+    monkeypatch.setattr(verdicts, "verdict_figure", lambda frame, out: [])  # not the subject
+    cfg = VerdictConfig(
+        prior="wavelet-B", size=32, ks=(1,), ts=(1, 2), threads=1, out=str(tmp_path)
+    )
+    assert run_verdicts(dataclasses.replace(cfg, quiet=True)) == 0
+    path = tmp_path / "verdicts.csv"
+    full = pd.read_csv(path)
+    last = full[(full.K == 1) & (full["T"] == 2)]
+    assert len(last) > 2 and (last.unit_rows == len(last)).all()
+    data = path.read_bytes()
+    lines = data.splitlines(keepends=True)
+    cut = sum(map(len, lines[: len(lines) - len(last) + 2])) + 7  # inside its third row
+    path.write_bytes(data[:cut])
+    assert run_verdicts(dataclasses.replace(cfg, quiet=True, resume=True)) == 0
+    again = pd.read_csv(path)
+    pd.testing.assert_frame_equal(again.drop(columns="seconds"), full.drop(columns="seconds"))

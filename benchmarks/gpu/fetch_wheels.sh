@@ -7,7 +7,7 @@
 #
 #   bash benchmarks/gpu/fetch_wheels.sh      # on a machine with pip and PyPI, from the repo
 #
-# Versions are the project's pins (pyproject.toml); --no-deps because each dependency the
+# Versions are CI's pins (constraints.txt); --no-deps because each dependency the
 # image lacks is named here (checked with: unzip -p WHEEL '*/METADATA' | grep ^Requires-Dist).
 set -euo pipefail
 cd "$(dirname "$0")/../.."

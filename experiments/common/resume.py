@@ -151,7 +151,8 @@ def run_state(
     )
 
 
-def _first_line(error: BaseException) -> str:
+def first_line(error: BaseException) -> str:
+    """The first line of an error's message (torch's can run over many), for one-line errors."""
     text = str(error).strip().splitlines()
     return text[0] if text else type(error).__name__
 
@@ -174,7 +175,7 @@ def read_saved_config(
         data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
         raise InvalidInputError(
-            f"{path} is damaged: not readable JSON ({_first_line(error)}); delete it and run "
+            f"{path} is damaged: not readable JSON ({first_line(error)}); delete it and run "
             f"the same command with --resume (the results beside it are kept), or choose "
             f"another {other}."
         ) from None

@@ -444,7 +444,11 @@ class Study:
             flush=True,
         )
         grad_loss = torch.linalg.vector_norm(hypergrad.loss_gradient(loss, u_star)).item()
-        hess = C.hessian_power_norm(loss, u_star)
+        # from its own seeded generator: a resumed run computes the same value (the global
+        # generator's state differs there)
+        hess = C.hessian_power_norm(
+            loss, u_star, generator=torch.Generator(device=self.device).manual_seed(cfg.seed)
+        )
         dist0 = torch.linalg.vector_norm(u0 - u_star).item()
         gen = torch.Generator(device=self.device).manual_seed(cfg.seed)
 

@@ -205,6 +205,11 @@ def run_reproduce(cfg: ReproduceConfig, *, on_step: Any = None) -> int:
     propagates.
     """
     validate(cfg)
+    train_images, test_images = _split(cfg)  # checks --test-images against the images
+    from ..common.data import crops
+
+    train_clean = crops(train_images, cfg.size, cfg.train_pairs, cfg.seed)  # and --size
+    test_clean = crops(test_images, cfg.size, cfg.test_crops, cfg.seed + 2)
     folder = run_folder(cfg)
     hint = (
         f"the checkpoints in {folder / 'checkpoints'} keep every {cfg.checkpoint_every}th "
@@ -218,11 +223,6 @@ def run_reproduce(cfg: ReproduceConfig, *, on_step: Any = None) -> int:
                 "(pass --resume to evaluate and redraw it, or choose another --name)."
             )
             return 0
-        train_images, test_images = _split(cfg)
-        from ..common.data import crops
-
-        train_clean = crops(train_images, cfg.size, cfg.train_pairs, cfg.seed)
-        test_clean = crops(test_images, cfg.size, cfg.test_crops, cfg.seed + 2)
         previous_threads = torch.get_num_threads()
         if cfg.threads > 0:
             torch.set_num_threads(cfg.threads)
@@ -446,6 +446,10 @@ def run_pretrain(cfg: PretrainConfig) -> int:
 
     validate_pretrain(cfg)
     config = _denoiser_config(cfg)  # its checks too, before the folder is touched
+    train_images, _ = _split(cfg)  # checks --test-images against the images
+    from ..common.data import crops
+
+    crops(train_images, cfg.size, len(train_images), cfg.seed)  # checks --size against them
     folder = denoiser_folder(cfg.out, cfg.preset, cfg.name)
     path = folder / CHECKPOINT_NAME
     hint = (
@@ -467,7 +471,6 @@ def run_pretrain(cfg: PretrainConfig) -> int:
                 f"{path} holds an unfinished DRUNet of these settings: pass --resume to continue "
                 "it, or choose another --name (nothing is overwritten)."
             )
-        train_images, _ = _split(cfg)
         device = resolve_device(cfg.device)
         previous = torch.get_num_threads()
         if cfg.threads > 0:

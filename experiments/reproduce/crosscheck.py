@@ -102,7 +102,7 @@ def crosscheck(
             path = folder / "checkpoints" / Unit(model, K, T).filename
             if not path.is_file():
                 raise InvalidInputError(f"{path} is missing: the run is not finished.")
-            ckpt = load_checkpoint(path)
+            ckpt = load_checkpoint(path, {"model": model, "K": K, "T": T})
             theta = like(theta0, tuple(t.to(device=device, dtype=dtype) for t in ckpt["theta"]))
             problem = Problem(model, task, data.forward, net, start=cfg.start)
             if model == "pnp-weights":  # at the (σ, τ) it was trained with

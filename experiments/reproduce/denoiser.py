@@ -27,7 +27,7 @@ from retune_suite.operators.maps.pnp import load_drunet
 
 from ..common.io import save_torch_atomic
 from ..common.progress import progress as progress_bar
-from ..common.resume import check_resume
+from ..common.resume import check_resume, first_line
 
 __all__ = ["CHECKPOINT_NAME", "DenoiserConfig", "train_denoiser"]
 
@@ -111,11 +111,10 @@ def _load(path: Path) -> dict[str, Any]:
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:
-        first = next(iter(str(error).strip().splitlines()), type(error).__name__)
         raise InvalidInputError(
-            f"cannot read the DRUNet checkpoint {path} ({first}): the file is damaged; delete "
-            "it and run again with --resume to train from the start, or choose another "
-            "`out` / --name."
+            f"cannot read the DRUNet checkpoint {path} ({first_line(error)}): the file is "
+            "damaged; delete it and run again with --resume to train from the start, or choose "
+            "another `out` / --name."
         ) from None
     return ckpt
 
@@ -171,14 +170,8 @@ def train_denoiser(
     path = out / CHECKPOINT_NAME
     dtype, (N, C) = clean.dtype, clean.shape[:2]
 
-    generator = torch.Generator().manual_seed(config.seed)
-    with torch.random.fork_rng(devices=[]):  # deepinv initialises from the global RNG
-        torch.manual_seed(config.seed)
-        net = load_drunet(channels=C, nc=config.nc, nb=config.nb, device=device, dtype=dtype)
-    net.train()
-    optimizer = torch.optim.Adam(net.parameters(), lr=config.lr)
-    start = 0
-    if path.exists():
+    ckpt = None
+    if path.exists():  # checked before the network is built
         if not resume:
             raise FileExistsError(
                 f"{path} exists: pass resume=True to continue it, or delete it / choose another "
@@ -186,6 +179,14 @@ def train_denoiser(
             )
         ckpt = _load(path)
         _check_resumable(ckpt, config, clean, path)
+    generator = torch.Generator().manual_seed(config.seed)
+    with torch.random.fork_rng(devices=[]):  # deepinv initialises from the global RNG
+        torch.manual_seed(config.seed)
+        net = load_drunet(channels=C, nc=config.nc, nb=config.nb, device=device, dtype=dtype)
+    net.train()
+    optimizer = torch.optim.Adam(net.parameters(), lr=config.lr)
+    start = 0
+    if ckpt is not None:
         net.load_state_dict(ckpt["state_dict"])
         optimizer.load_state_dict(ckpt["optimizer"])
         generator.set_state(ckpt["rng_state"])

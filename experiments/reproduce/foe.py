@@ -251,6 +251,13 @@ def run_foe(cfg: FoeConfig, *, on_step: Any = None) -> int:
     complete (exit 0), an unfinished one continues with ``--resume``.
     """
     validate(cfg)
+    from .command import _split
+
+    train_images, test_images = _split(cfg)  # checks --test-images against the images
+    from ..common.data import crops
+
+    train_clean = crops(train_images, cfg.size, cfg.train_pairs, cfg.seed)  # and --size
+    test_clean = crops(test_images, cfg.size, cfg.test_crops, cfg.seed + 2)
     folder = run_folder(cfg)
     hint = f"the checkpoints in {folder} are kept; continue with the same command and --resume."
     with folder_lock(folder), interrupt_hint(hint):
@@ -261,13 +268,6 @@ def run_foe(cfg: FoeConfig, *, on_step: Any = None) -> int:
                 "(pass --resume to evaluate and redraw it, or choose another --name)."
             )
             return 0
-        from .command import _split
-
-        train_images, test_images = _split(cfg)
-        from ..common.data import crops
-
-        train_clean = crops(train_images, cfg.size, cfg.train_pairs, cfg.seed)
-        test_clean = crops(test_images, cfg.size, cfg.test_crops, cfg.seed + 2)
         previous = torch.get_num_threads()
         if cfg.threads > 0:
             torch.set_num_threads(cfg.threads)

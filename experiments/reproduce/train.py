@@ -51,6 +51,7 @@ from retune_suite.operators.theta import Step, Theta, as_tuple, like
 from ..common.io import save_torch_atomic
 from ..common.metrics import psnr
 from ..common.progress import progress as progress_bar
+from ..common.resume import first_line
 
 __all__ = [
     "ESTIMATORS",
@@ -490,10 +491,10 @@ def load_checkpoint(path: Path, identity: dict[str, Any] | None = None) -> dict[
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:
-        first = next(iter(str(error).strip().splitlines()), type(error).__name__)
         raise InvalidInputError(
-            f"cannot read the checkpoint {path} ({first}): delete it and run the same command "
-            "with --resume to recompute that configuration, or choose another --name."
+            f"cannot read the checkpoint {path} ({first_line(error)}): delete it and run the "
+            "same command with --resume to recompute that configuration, or choose another "
+            "--name."
         ) from None
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
         raise InvalidInputError(

@@ -42,11 +42,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
-from torch.func import jvp, vjp
+from torch.func import vjp
 
 from ..errors import InvalidInputError
 from ..iteration import IterationStats, fixed_point, restart, unroll
-from ..jacobians import jacobian_theta, power_iteration, spectral_norm, start_vector
+from ..jacobians import jacobian_theta, jvp, power_iteration, spectral_norm, start_vector
+from ..refutation import Evidence
 from ..theta import Loss, Step, Theta, as_tuple, check_count, check_point, flat, like, unflat
 from . import estimators
 
@@ -115,9 +116,19 @@ def _dtheta_norm(
     VJP
     a step, seeded by ``generator``): a lower estimate, so a certificate using it is only
     "estimated"."""
+    beta, exact, _ = _dtheta(step, theta, x, K, generator)
+    return beta, exact
+
+
+def _dtheta(
+    step: Step, theta: Theta, x: torch.Tensor, K: int, generator: torch.Generator | None
+) -> tuple[float, bool, torch.Tensor | None]:
+    """:func:`_dtheta_norm` and the dense ∂_θΦ_K(x) it was computed from (None beyond the
+    dense limits)."""
     Phi = unroll(step, K)
     if _dense_ok(theta, x):
-        return spectral_norm(jacobian_theta(Phi, x, theta)), True
+        matrix = jacobian_theta(Phi, x, theta)
+        return spectral_norm(matrix), True, matrix
     leaves = tuple(t.detach() for t in as_tuple(theta))
     xd = x.detach()
 
@@ -132,7 +143,7 @@ def _dtheta_norm(
         return pullback(Bv)[0]
 
     start = start_vector(v0, generator)
-    return power_iteration(gram, start, iterations=100, rtol=1e-12) ** 0.5, False
+    return power_iteration(gram, start, iterations=100, rtol=1e-12) ** 0.5, False, None
 
 
 def _check_delta(delta: float) -> None:
@@ -276,6 +287,15 @@ class _Constants:
         """Those of ``names`` that were not given, in that order."""
         return [name for name in names if getattr(self, name) is None]
 
+    def evidence(self, dtype: torch.dtype) -> Evidence:
+        """An empty record of the measurements that could refute δ, H or L_θ."""
+        given = {
+            "delta": self.delta,
+            "hessian_bound": self.hessian_bound,
+            "lipschitz_theta": self.lipschitz_theta,
+        }
+        return Evidence(given, dtype)
+
 
 @dataclass(frozen=True)
 class _Backward:
@@ -363,6 +383,14 @@ def estimate(
     dense limits ‖∂_θΦ_K‖₂ is estimated by a power iteration seeded by ``generator`` and the
     certificate is ``"estimated"``, never ``"certified"``.
 
+    A given constant that a measurement made on the way refutes leaves the certificate None
+    (status ``"none"``; ``"reason"`` and ``"refuted"`` give the measured value): δ against
+    the secants of the block residuals (with one more no-graph block from the last iterate)
+    and, for the fixed-point methods, one product ∂_xΦ_K(x_s)ᵀ∂_xL(x_s); H against a secant
+    of ∂_xL; L_θ against the secant of ∂_θΦ_K between the last two candidates of
+    ``T="auto"`` (no other call computes one). A measurement below a constant proves nothing
+    (``docs/findings.md`` "Refuted constants"; about 2–7% of the call).
+
     ``T="auto"`` (``retune`` only) runs blocks one at a time without a graph until the
     certificate's forward part (the terms driven by r: ``certificate_source["terms"]
     ["forward"]``) is at most ``tol``, or ``T_max`` blocks; ``stats.forward.reason`` says
@@ -417,16 +445,110 @@ def _no_certificate(
 def _beta(problem: _Problem, x: torch.Tensor, constants: _Constants) -> tuple[float, str]:
     """β = ‖∂_θΦ_K(x)‖₂ and the status it gives the certificate (recorded in
     ``constants.source``)."""
-    beta, exact = _dtheta_norm(problem.step, problem.theta, x, problem.K, problem.generator)
+    beta, status, _ = _beta_matrix(problem, x, constants)
+    return beta, status
+
+
+def _beta_matrix(
+    problem: _Problem, x: torch.Tensor, constants: _Constants
+) -> tuple[float, str, torch.Tensor | None]:
+    """:func:`_beta` and the dense ∂_θΦ_K(x) (None beyond the dense limits)."""
+    beta, exact, matrix = _dtheta(problem.step, problem.theta, x, problem.K, problem.generator)
     if exact:
         constants.source["dtheta_norm"] = "exact (dense n×d Jacobian, SVD)"
-        return beta, "certified"
+        return beta, "certified", matrix
     d = sum(t.numel() for t in as_tuple(problem.theta))
     constants.source["dtheta_norm"] = (
         f"estimated (power iteration, a lower estimate: d = {d}, n·d = {d * x.numel()} beyond "
         f"the dense limits d ≤ {DENSE_THETA_LIMIT}, n·d ≤ {DENSE_ENTRIES_LIMIT})"
     )
-    return beta, "estimated"
+    return beta, "estimated", None
+
+
+# ---------------------------------------------------------------------------------------------
+# Refuted constants (docs/findings.md C, "Refuted constants"): measurements at the points the
+# estimator visits, each a lower bound of what a given δ, H or L_θ claims to bound. One above
+# its constant (beyond rounding, retune_suite.operators.refutation) leaves the certificate None.
+# ---------------------------------------------------------------------------------------------
+
+_RESIDUALS = ("r_{t}/r_{s}", "r_j = ‖x_{K(j+1)} − x_{Kj}‖₂, the block residuals")
+
+
+def _history(stats: IterationStats | None) -> list[float]:
+    """The block residuals of a Picard run (one norm per block), or [] (none, or per sample)."""
+    if stats is None or stats.residuals.dim() != 1:
+        return []
+    return stats.residuals.tolist()
+
+
+def _check_blocks(
+    problem: _Problem,
+    evidence: Evidence,
+    residuals: list[float],
+    x_last: torch.Tensor,
+    points: tuple[torch.Tensor, ...],
+) -> None:
+    """δ against the secants of the block residuals: ‖x_{K(t+1)} − x_{Kt}‖ ≤ δ^{t−s}
+    ‖x_{K(s+1)} − x_{Ks}‖, after one more block from ``x_last`` (r_T: with T = 1 there would be
+    no pair). ``points``: iterates whose magnitudes scale the rounding allowance."""
+    if "delta" not in evidence.given:
+        return
+    more = restart(problem.step, problem.theta, x_last, problem.K, 1)
+    values = [*residuals, more.stats.residuals[0].item()]
+    scale = 2.0 * max(_norm(x) for x in (*points, more.x))
+    evidence.secants("delta", values, _RESIDUALS[0], scale, note=_RESIDUALS[1])
+
+
+def _check_loss(
+    problem: _Problem,
+    evidence: Evidence,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    g_x: torch.Tensor | None = None,
+    where: str = "",
+) -> None:
+    """H against the secant ‖∂ₓL(x) − ∂ₓL(y)‖/‖x − y‖ (one more loss gradient)."""
+    H = evidence.given.get("hessian_bound")
+    den = _norm(x - y)
+    if H is None or not den > 0:
+        return
+    g_x = estimators.loss_gradient(problem.loss, x) if g_x is None else g_x
+    g_y = estimators.loss_gradient(problem.loss, y)
+    num = _norm(g_x - g_y)
+    scale = _norm(g_x) + _norm(g_y) + max(H, num / den) * (_norm(x) + _norm(y))
+    evidence.secant("hessian_bound", num, den, f"‖∂ₓL(x) − ∂ₓL(y)‖₂/‖x − y‖₂ {where}", scale)
+
+
+def _check_lipschitz_theta(
+    evidence: Evidence,
+    a: tuple[torch.Tensor, float, torch.Tensor],
+    b: tuple[torch.Tensor, float, torch.Tensor],
+) -> None:
+    """L_θ against the secant ‖∂_θΦ_K(a) − ∂_θΦ_K(b)‖₂/‖a − b‖ of two dense Jacobians the
+    routine computed anyway (each item: the point, β there, the matrix)."""
+    L = evidence.given.get("lipschitz_theta")
+    den = _norm(a[0] - b[0])
+    if L is None or not den > 0:
+        return
+    num = spectral_norm(a[2] - b[2])
+    scale = a[1] + b[1] + max(L, num / den) * (_norm(a[0]) + _norm(b[0]))
+    what = "‖∂_θΦ_K(x_{K(T−2)}) − ∂_θΦ_K(x_{K(T−1)})‖₂/‖x_{K(T−2)} − x_{K(T−1)}‖₂"
+    evidence.secant("lipschitz_theta", num, den, what, scale)
+
+
+def _refuted(
+    constants: _Constants, evidence: Evidence, needed: tuple[str, ...]
+) -> dict[str, Any] | None:
+    """The certificate_source of a certificate that a refuted constant leaves None (status
+    ``"none"``, the measurement in ``"reason"`` and ``"refuted"``), or None."""
+    names = [name for name in needed if name in evidence.refuted]
+    if not names:
+        return None
+    for name in names:
+        constants.source[name] = "given, refuted"
+    out = _source("none", constants.source, {}, evidence.reason(*names))
+    out["refuted"] = {name: str(evidence.refuted[name]) for name in names}
+    return out
 
 
 def _estimate_retune(
@@ -435,15 +557,26 @@ def _estimate_retune(
     step, theta, loss, K = problem.step, problem.theta, problem.loss, problem.K
     readout = problem.readout
 
-    def certify(y: torch.Tensor, x: torch.Tensor, r: float) -> tuple[float, float, str]:
-        """(certificate, forward part, status) for the last block y → x = Φ_K(y)."""
+    def certify(y: torch.Tensor, x: torch.Tensor, r: float) -> tuple[float, float, str, Any]:
+        """(certificate, forward part, status, (β, dense ∂_θΦ_K(y) or None)) for the last
+        block y → x = Φ_K(y)."""
         delta, L_theta, H = constants.delta, constants.lipschitz_theta, constants.hessian_bound
         assert delta is not None and L_theta is not None and H is not None
-        beta, status = _beta(problem, y, constants)
+        beta, status, matrix = _beta_matrix(problem, y, constants)
         G = _norm(estimators.loss_gradient(loss, x))
         rho_B = r / (1.0 - delta)
         total, forward = jacobian_free_certificate(delta, G, beta, rho_B, delta * rho_B, L_theta, H)
-        return total, forward, status
+        return total, forward, status, (beta, matrix)
+
+    def refuted(
+        y: torch.Tensor, x_KT: torch.Tensor, residuals: list[float]
+    ) -> dict[str, Any] | None:
+        """Check δ (block residuals, one more block) and H (∂ₓL at y and x_KT)."""
+        _check_blocks(problem, evidence, residuals, x_KT, (problem.x0, y, x_KT))
+        _check_loss(problem, evidence, x_KT, y, where="at (x_{KT}, x_{K(T−1)})")
+        return _refuted(constants, evidence, _JACOBIAN_FREE)
+
+    evidence = constants.evidence(problem.x0.dtype)
 
     if T == "auto":
         if tol is None or not tol > 0:
@@ -456,15 +589,17 @@ def _estimate_retune(
             )
         residuals: list[torch.Tensor] = []
         y, reason = problem.x0, "T_max"
+        previous = None  # (y, β, ∂_θΦ_K(y)) of the previous candidate: L_θ's secant
         for t in range(1, T_max + 1):
             block = restart(step, theta, y, K, 1)  # one block, no graph
             r = block.stats.residuals[0].item()
-            _, forward, _ = certify(y, block.x, r)
+            _, forward, _, (beta, matrix) = certify(y, block.x, r)
             if forward <= tol:
                 reason = "tolerance"
                 break
             if t < T_max:
                 residuals.append(block.stats.residuals)
+                previous = (y, beta, matrix)
                 y = block.x
         head = None
         if residuals:
@@ -473,7 +608,12 @@ def _estimate_retune(
         grad, x_KT = estimators.retune_last_block(step, theta, y, loss, K, readout=readout)
         r = _norm(x_KT - y)
         stats = _concat_stats(head, r, K, reason == "tolerance", reason)
-        total, forward, status = certify(y, x_KT, r)
+        total, forward, status, (beta, matrix) = certify(y, x_KT, r)
+        if previous is not None and previous[2] is not None and matrix is not None:
+            _check_lipschitz_theta(evidence, previous, (y, beta, matrix))
+        none = refuted(y, x_KT, stats.residuals.tolist())
+        if none is not None:
+            return Estimate(grad, x_KT, EstimateStats(forward=stats), None, none)
         source = _source(status, constants.source, {"forward": forward, "lemma1": total - forward})
         return Estimate(grad, x_KT, EstimateStats(forward=stats), total, source)
 
@@ -490,7 +630,11 @@ def _estimate_retune(
     none = _no_certificate(problem, constants, _JACOBIAN_FREE)
     if none is not None:
         return Estimate(grad, x_KT, stats, None, none)
-    total, forward, status = certify(x_prev, x_KT, r)
+    assert stats.forward is not None
+    none = refuted(x_prev, x_KT, [*_history(head), r])
+    if none is not None:
+        return Estimate(grad, x_KT, stats, None, none)
+    total, forward, status, _ = certify(x_prev, x_KT, r)
     source = _source(status, constants.source, {"forward": forward, "lemma1": total - forward})
     return Estimate(grad, x_KT, stats, total, source)
 
@@ -502,6 +646,13 @@ def _estimate_unrolled(problem: _Problem, constants: _Constants, T: int) -> Esti
     run = restart(step, theta, problem.x0, K, T)  # the same iterates, no graph: x, residuals
     stats = EstimateStats(forward=run.stats)
     none = _no_certificate(problem, constants, _UNROLLED)
+    if none is not None:
+        return Estimate(grad, run.x, stats, None, none)
+    evidence = constants.evidence(problem.x0.dtype)
+    points = (problem.x0, run.x_prev, run.x)
+    _check_blocks(problem, evidence, _history(run.stats), run.x, points)
+    _check_loss(problem, evidence, run.x, run.x_prev, where="at (x_{KT}, x_{K(T−1)})")
+    none = _refuted(constants, evidence, _UNROLLED)
     if none is not None:
         return Estimate(grad, run.x, stats, None, none)
     delta, L_theta = constants.delta, constants.lipschitz_theta
@@ -527,7 +678,7 @@ def _estimate_implicit(
     P = settings.P
     forward = None
     if x_star is None:
-        forward_run = fixed_point(step, theta, problem.x0, K, rtol=rtol)
+        forward_run = fixed_point(step, theta, problem.x0, K, rtol=rtol, method="picard")
         x_star, forward = forward_run.x, forward_run.stats
     lin = estimators.linearise(step, theta, x_star, K)
     backward = None
@@ -551,10 +702,21 @@ def _estimate_implicit(
     delta, L_theta, H = constants.delta, constants.lipschitz_theta, constants.hessian_bound
     L_x = constants.lipschitz_x
     assert delta is not None and L_theta is not None and H is not None
-    beta, status = _beta(problem, x_star, constants)
     s = _norm(lin.out.detach() - lin.x)  # ‖Φ_K(x_s) − x_s‖ at the point used
+    v = estimators.loss_gradient(loss, x_star)
+    G = _norm(v)
+    evidence = constants.evidence(x_star.dtype)
+    # δ: the Picard run's residuals then s (x_s is its last iterate), one product ∂ₓΦ_K(x_s)ᵀv
+    # on the graph already built; H: ∂ₓL at x_s and Φ_K(x_s).
+    scale = 2.0 * max(_norm(problem.x0), _norm(x_star), _norm(lin.out.detach()))
+    evidence.secants("delta", [*_history(forward), s], _RESIDUALS[0], scale, note=_RESIDUALS[1])
+    evidence.adjoint_powers("delta", lin.adjoint_x, v, 1, "‖∂ₓΦ_K(x_s)ᵀv‖₂/‖v‖₂, v = ∂ₓL(x_s)")
+    _check_loss(problem, evidence, x_star, lin.out.detach(), v, where="at (x_s, Φ_K(x_s))")
+    none = _refuted(constants, evidence, _JACOBIAN_FREE)
+    if none is not None:
+        return Estimate(grad, x_star, stats, None, none)
+    beta, status = _beta(problem, x_star, constants)
     rho = s / (1.0 - delta)
-    G = _norm(estimators.loss_gradient(loss, x_star))
     jf_total, jf_forward = jacobian_free_certificate(delta, G, beta, rho, rho, L_theta, H)
     terms: dict[str, float] = {"residual": s}
     if method == "jfb" or (method == "deq_neumann" and P == 0):

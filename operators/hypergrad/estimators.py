@@ -26,7 +26,7 @@ from collections.abc import Callable
 import torch
 
 from ..errors import ConvergenceError, InvalidInputError, NotContractiveError
-from ..iteration import IterationStats, restart, unroll
+from ..iteration import IterationStats, check_growth, restart, unroll, unroll_blocks
 from ..jacobians import jacobian_x
 from ..linsolve import gmres
 from ..theta import Loss, Step, Theta, as_tuple, check_count, check_point, fresh_leaves, like
@@ -35,6 +35,7 @@ __all__ = [
     "DENSE_LIMIT",
     "Linearisation",
     "Readout",
+    "adjoint_solve",
     "default_solve_tol",
     "deq_exact",
     "deq_neumann",
@@ -42,6 +43,7 @@ __all__ = [
     "jfb",
     "linearise",
     "loss_gradient",
+    "neumann_sum",
     "retune",
     "retune_last_block",
     "unrolled",
@@ -112,15 +114,33 @@ def _objective(loss: Loss, readout: Readout | None, theta: Theta) -> Loss:
 def _with_direct(
     grad: Theta, theta: Theta, loss: Loss, readout: Readout | None, point: torch.Tensor
 ) -> Theta:
-    """Add the read-out's direct term ∂_θ[L(R(u, θ))] at fixed u (nothing without a read-out)."""
+    """Add the read-out's direct term ∂_θ[L(R(u, θ))] at fixed u (nothing without a read-out).
+
+    An entry of ``grad`` that is None (θ entry the step does not use: a read-out-only
+    parameter) gets the direct term alone; one that neither the step nor the read-out uses is
+    refused (:class:`InvalidInputError`), as without a read-out.
+    """
     if readout is None:
         return grad
     leaves = fresh_leaves(theta)
     with torch.enable_grad():
         value = loss(readout(point.detach(), like(theta, leaves)))
-        direct = torch.autograd.grad(value.reshape(()), leaves, allow_unused=True)
-    total = tuple(g if d is None else g + d for g, d in zip(as_tuple(grad), direct, strict=True))
-    return like(theta, total)
+        direct = (
+            torch.autograd.grad(value.reshape(()), leaves, allow_unused=True)
+            if value.requires_grad
+            else (None,) * len(leaves)
+        )
+    total = []
+    grads = (grad,) if grad is None or isinstance(grad, torch.Tensor) else tuple(grad)
+    for i, (g, d) in enumerate(zip(grads, direct, strict=True)):
+        if g is None and d is None:
+            raise InvalidInputError(
+                f"theta[{i}] has no gradient path through step(x, theta) nor through "
+                "readout(u, theta): neither depends on it. Use theta there without .item() or "
+                ".detach(), or leave that tensor out of theta."
+            )
+        total.append(d if g is None else g if d is None else g + d)
+    return like(theta, tuple(total))
 
 
 class Linearisation:
@@ -153,9 +173,15 @@ class Linearisation:
         (g,) = torch.autograd.grad(self.out, self.z, w, retain_graph=True, allow_unused=True)
         return torch.zeros_like(w) if g is None else g
 
-    def adjoint_theta(self, w: torch.Tensor) -> Theta:
-        """∂_θΦ_K(x)ᵀ w, with the structure of θ."""
+    def adjoint_theta(self, w: torch.Tensor, *, allow_unused: bool = False) -> Theta:
+        """∂_θΦ_K(x)ᵀ w, with the structure of θ.
+
+        A θ entry that Φ_K does not use raises :class:`InvalidInputError`, or, with
+        ``allow_unused``, is None (the estimators pass it when a read-out may use that entry).
+        """
         grads = torch.autograd.grad(self.out, self.leaves, w, retain_graph=True, allow_unused=True)
+        if allow_unused:
+            return like(self.theta, grads)  # type: ignore[arg-type]
         return like(self.theta, _grads_or_raise(grads, self.leaves))
 
 
@@ -237,7 +263,8 @@ def jfb(
     ``lin`` (from :func:`linearise`) reuses a linearisation of Φ_K at x̂.
     """
     lin = _at_fixed_point(step, theta, x_star, K, lin)
-    grad = lin.adjoint_theta(loss_gradient(_objective(loss, readout, theta), x_star))
+    w = loss_gradient(_objective(loss, readout, theta), x_star)
+    grad = lin.adjoint_theta(w, allow_unused=readout is not None)
     return _finished(_with_direct(grad, theta, loss, readout, x_star), "jfb")
 
 
@@ -260,13 +287,18 @@ def deq_neumann(
     """
     check_count(P, "P")
     lin = _at_fixed_point(step, theta, x_star, K, lin)
-    w = loss_gradient(_objective(loss, readout, theta), x_star)
-    total = w
+    total = neumann_sum(lin, loss_gradient(_objective(loss, readout, theta), x_star), P)
+    grad = lin.adjoint_theta(total, allow_unused=readout is not None)
+    return _finished(_with_direct(grad, theta, loss, readout, x_star), "deq_neumann")
+
+
+def neumann_sum(lin: Linearisation, v: torch.Tensor, P: int) -> torch.Tensor:
+    r"""Σ_{p=0}^{P} (∂_xΦ_K(x)ᵀ)^p v: the truncated adjoint of eq. (22) (P products)."""
+    total = v
     for _ in range(P):
-        w = lin.adjoint_x(w)
-        total = total + w
-    grad = _with_direct(lin.adjoint_theta(total), theta, loss, readout, x_star)
-    return _finished(grad, "deq_neumann")
+        v = lin.adjoint_x(v)
+        total = total + v
+    return total
 
 
 def deq_exact(
@@ -306,7 +338,7 @@ def deq_exact(
             "contraction at x̂, so the DEQ gradient (20) is not defined; reduce the step size "
             "or check that Assumption 1 holds"
         )
-    grad = lin.adjoint_theta(w.reshape(x_star.shape))
+    grad = lin.adjoint_theta(w.reshape(x_star.shape), allow_unused=readout is not None)
     return _finished(_with_direct(grad, theta, loss, readout, x_star), "deq_exact")
 
 
@@ -339,25 +371,13 @@ def deq_solve(
     ``residuals`` are the true relative residuals, ``blocks`` the number of VJPs through
     Φ_K, ``evaluations`` the backward passes through φ (K per VJP).
     """
-    if method not in ("gmres", "fixed_point"):
-        raise InvalidInputError(f"method must be 'gmres' or 'fixed_point', got {method!r}.")
-    tol = default_solve_tol(x_star.dtype) if tol is None else tol
-    if not tol > 0:
-        raise InvalidInputError(f"tol must be positive, got {tol!r}.")
+    tol = check_solve(method, x_star, tol)
     lin = _at_fixed_point(step, theta, x_star, K, lin)
     v = loss_gradient(_objective(loss, readout, theta), x_star)
-    shape = v.shape
-
-    def matvec(w: torch.Tensor) -> torch.Tensor:
-        return w - lin.adjoint_x(w.reshape(shape)).reshape(-1)
-
-    if method == "gmres":
-        w, info = gmres(matvec, v.reshape(-1), tol=tol, restart=restart_every, maxiter=maxiter)
-        w, history, vjps = w.reshape(shape), info.residuals, info.products
-    else:
-        w, history = _fixed_point_adjoint(lin, v, tol, maxiter)
-        vjps = len(history)
-    grad = _finished(_with_direct(lin.adjoint_theta(w), theta, loss, readout, x_star), "deq_solve")
+    w, history, vjps = adjoint_solve(lin, v, tol=tol, method=method, maxiter=maxiter,
+                                     restart_every=restart_every)  # fmt: skip
+    grad = lin.adjoint_theta(w, allow_unused=readout is not None)
+    grad = _finished(_with_direct(grad, theta, loss, readout, x_star), "deq_solve")
     if return_stats:
         stats = IterationStats(
             residuals=torch.tensor(history, dtype=torch.float64),
@@ -368,6 +388,42 @@ def deq_solve(
         )
         return grad, stats
     return grad
+
+
+def check_solve(method: str, x_star: torch.Tensor, tol: float | None) -> float:
+    """The adjoint solve's method, checked, and its tolerance (default: by dtype)."""
+    if method not in ("gmres", "fixed_point"):
+        raise InvalidInputError(f"method must be 'gmres' or 'fixed_point', got {method!r}.")
+    tol = default_solve_tol(x_star.dtype) if tol is None else tol
+    if not tol > 0:
+        raise InvalidInputError(f"tol must be positive, got {tol!r}.")
+    return tol
+
+
+def adjoint_solve(
+    lin: Linearisation,
+    v: torch.Tensor,
+    *,
+    tol: float,
+    method: str = "gmres",
+    maxiter: int = 1000,
+    restart_every: int = 50,
+) -> tuple[torch.Tensor, list[float], int]:
+    r"""w with (I − ∂_xΦ_K(x)ᵀ) w = v to a true relative residual ``tol``: the adjoint of
+    eq. (20), as :func:`deq_solve` solves it. Returns (w, true residual history, VJPs).
+
+    Raises :class:`ConvergenceError` when ``maxiter`` products do not reach ``tol``.
+    """
+    shape = v.shape
+
+    def matvec(w: torch.Tensor) -> torch.Tensor:
+        return w - lin.adjoint_x(w.reshape(shape)).reshape(-1)
+
+    if method == "gmres":
+        w, info = gmres(matvec, v.reshape(-1), tol=tol, restart=restart_every, maxiter=maxiter)
+        return w.reshape(shape), info.residuals, info.products
+    w, history = _fixed_point_adjoint(lin, v, tol, maxiter)
+    return w, history, len(history)
 
 
 def _fixed_point_adjoint(
@@ -441,7 +497,8 @@ def retune_last_block(
             "retune: the last block produced NaN/inf: the step is not contractive at this θ; "
             "reduce the step size or check the step"
         )
-    grad = lin.adjoint_theta(loss_gradient(_objective(loss, readout, theta), x_KT))
+    w = loss_gradient(_objective(loss, readout, theta), x_KT)
+    grad = lin.adjoint_theta(w, allow_unused=readout is not None)
     return _finished(_with_direct(grad, theta, loss, readout, x_KT), "retune"), x_KT
 
 
@@ -469,14 +526,14 @@ def unrolled(
         x = x0.detach()
         th = like(theta, leaves)
         Phi = unroll(step, K)
-        for _ in range(T):
-            x = Phi(x, th)
+        x, residuals = unroll_blocks(Phi, x, th, T)
         if not torch.isfinite(x).all():
             raise NotContractiveError(
                 f"unrolled: x_KT after {K * T} steps is NaN or inf: the iteration diverges (Φ_K "
                 "not contractive at this θ) or the step produces NaN; reduce the step size or "
                 "K·T, or check the step"
             )
+        check_growth(*residuals, "unrolled: the iteration Φ_K^T")
         value = loss(x if readout is None else readout(x, th))
         if not isinstance(value, torch.Tensor) or value.numel() != 1:
             raise InvalidInputError("loss(x) must return a scalar tensor: use .sum() or .mean().")
