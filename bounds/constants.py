@@ -43,10 +43,34 @@ from retune_suite.operators.jacobians import (
     spectral_norm,
     start_vector,
 )
-from retune_suite.operators.theta import Loss, Theta
+from retune_suite.operators.memory import check_dense
+from retune_suite.operators.theta import Loss, Theta, as_tuple
 from torch.func import hessian
 
 DENSE_LIMIT = 4096
+
+DTHETA_ALTERNATIVE = (
+    "bounds.verify takes ‖∂_θΦ_K‖₂ and L_θ from dense n×d Jacobians; at this size use "
+    "hypergrad.estimate(..., delta=, lipschitz_theta=, hessian_bound=), whose certificate "
+    "needs only products (‖∂_θΦ_K‖₂ by power iteration beyond its dense limits), or a "
+    "smaller n or d"
+)
+
+
+def _check_dtheta(what: str, x: torch.Tensor, theta: Theta, copies: int) -> None:
+    """Refuse (MemoryGuardError) ``copies`` dense n×d matrices that exceed the memory limit."""
+    d = sum(t.numel() for t in as_tuple(theta))
+    check_dense(what, x.numel(), d, x.dtype, x.device, copies=copies,
+                alternative=DTHETA_ALTERNATIVE)  # fmt: skip
+
+
+def check_verify_memory(x: torch.Tensor, theta: Theta) -> None:
+    """Refuse, before any work, a :func:`~retune_suite.bounds.verify` whose dense ∂_θΦ_K
+    cannot fit: it holds ∂_θΦ_K at x̂ and at x_{K(T−1)} (n×d each, reused), their difference
+    and the SVD's copy at once (:class:`~retune_suite.operators.errors.MemoryGuardError`
+    naming the size, the limit and :func:`~retune_suite.operators.hypergrad.estimate`)."""
+    _check_dtheta("bounds.verify's dense ∂_θΦ_K (at x̂ and x_{K(T−1)}, their difference, SVD)",
+                  x, theta, copies=4)  # fmt: skip
 
 
 def delta_measured(
@@ -66,7 +90,9 @@ def delta_measured(
 
 
 def dtheta_norm(Phi: Block, x: torch.Tensor, theta: Theta) -> float:
-    """‖∂_θΦ_K(x, θ)‖₂ from the dense n×d Jacobian."""
+    """‖∂_θΦ_K(x, θ)‖₂ from the dense n×d Jacobian (the Jacobian and the SVD each refused
+    with :class:`~retune_suite.operators.errors.MemoryGuardError` when they exceed the memory
+    limit, :mod:`retune_suite.operators.memory`)."""
     return spectral_norm(jacobian_theta(Phi, x, theta))
 
 
@@ -78,12 +104,16 @@ def lipschitz_theta(Phi: Block, x_star: torch.Tensor, x: torch.Tensor, theta: Th
     (dense n×d Jacobians, spectral norm). It is the smallest constant for which Assumption 2
     holds at that pair, and the proof applies the assumption at that pair only, so a bound
     built with it is certified. Returns 0 when x = x̂ (the term it multiplies then vanishes).
+    Each Jacobian, then their difference and the SVD's copy, are checked against the memory
+    limit before they are formed (:mod:`retune_suite.operators.memory`).
     """
     v = x - x_star
     dist = torch.linalg.vector_norm(v).item()
     if dist == 0.0:
         return 0.0
-    secant = spectral_norm(jacobian_theta(Phi, x, theta) - jacobian_theta(Phi, x_star, theta))
+    at_x, at_star = jacobian_theta(Phi, x, theta), jacobian_theta(Phi, x_star, theta)
+    _check_dtheta("L_θ (the difference of two dense n×d Jacobians, SVD)", x, theta, copies=2)
+    secant = spectral_norm(at_x - at_star)
     return secant / dist
 
 
@@ -151,8 +181,14 @@ def taylor_remainder(loss: Loss, x_star: torch.Tensor, x: torch.Tensor) -> float
 
 
 def hessian_norm(loss: Loss, x: torch.Tensor) -> float:
-    """‖∂_xxL(x)‖₂ from the dense Hessian (n ≤ 4096)."""
+    """‖∂_xxL(x)‖₂ from the dense Hessian (n ≤ 4096; refused with
+    :class:`~retune_suite.operators.errors.MemoryGuardError` when the Hessian and the n×n basis
+    torch.func pushes exceed the memory limit, :mod:`retune_suite.operators.memory`)."""
     shape = x.shape
+    n = x.numel()
+    check_dense("the dense Hessian ∂ₓₓL(x)", n, n, x.dtype, x.device, copies=2,
+                alternative="take ‖∂ₓₓL‖₂ by hessian_power_norm (Hessian-vector products, a "
+                "lower estimate), or give hessian_bound")  # fmt: skip
 
     def f(z: torch.Tensor) -> torch.Tensor:
         return loss(z.reshape(shape)).reshape(())

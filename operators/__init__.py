@@ -11,9 +11,15 @@ The paper is "Restarted contractive operators to learn at equilibrium" (Davy, Br
 Pustelnik, 2025); equation numbers in docstrings refer to it.
 """
 
-from . import hypergrad, jacobians
+from . import hypergrad, jacobians, memory
 from .equilibrium import DEQ, equilibrium
-from .errors import ConvergenceError, InvalidInputError, NotContractiveError, RetuneError
+from .errors import (
+    ConvergenceError,
+    InvalidInputError,
+    MemoryGuardError,
+    NotContractiveError,
+    RetuneError,
+)
 from .iteration import FixedPoint, IterationStats, Restart, fixed_point, restart, unroll
 
 __all__ = [
@@ -22,6 +28,7 @@ __all__ = [
     "FixedPoint",
     "InvalidInputError",
     "IterationStats",
+    "MemoryGuardError",
     "NotContractiveError",
     "Restart",
     "RetuneError",
@@ -29,6 +36,7 @@ __all__ = [
     "fixed_point",
     "hypergrad",
     "jacobians",
+    "memory",
     "restart",
     "unroll",
 ]

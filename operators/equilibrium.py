@@ -55,6 +55,7 @@ import torch
 import torch.autograd.forward_ad as fwAD
 
 from .errors import ConvergenceError, InvalidInputError, NotContractiveError
+from .fused_blocks import find_fused
 from .hypergrad.estimators import Linearisation, adjoint_solve, check_solve, neumann_sum
 from .iteration import (
     SOLVERS,
@@ -67,6 +68,7 @@ from .iteration import (
     unroll_blocks,
 )
 from .linsolve import gmres
+from .memo import block_scope
 from .theta import Step, Theta, as_tuple, check_count, check_point, detached
 
 __all__ = ["BACKWARDS", "DEQ", "FORWARD_SOLVERS", "equilibrium"]
@@ -479,7 +481,7 @@ def _restarted(
             else:
                 first = restart(step, constant, x0, K, T - 1)
                 x_prev, history = first.x, first.stats.residuals.tolist()
-            x = Phi(x_prev, theta)
+            x = _last_block(step, theta, x_prev, K, Phi)
             with torch.no_grad():
                 history.append(torch.linalg.vector_norm(x - x_prev).item())
         else:
@@ -496,6 +498,18 @@ def _restarted(
         residuals=torch.tensor(history, dtype=torch.float64), blocks=T, evaluations=K * T
     )
     return x, stats
+
+
+def _last_block(step: Step, theta: Theta, x_prev: torch.Tensor, K: int, Phi) -> torch.Tensor:
+    """Φ_K(x_{K(T−1)}, θ) with its graph: the step's fused ``last_block`` when it offers one
+    (:mod:`~.fused_blocks`; its backward is the block's own VJP), else the K recorded steps."""
+    fused = find_fused(step)
+    if fused is not None:
+        with block_scope():
+            x = fused.last_block(x_prev, theta, K)
+        if x is not None:
+            return x
+    return Phi(x_prev, theta)
 
 
 def _implicit(

@@ -15,6 +15,19 @@ class InvalidInputError(RetuneError, ValueError):
     """Bad argument (K or T < 1, NaN/inf, wrong shapes, theta with no gradient path)."""
 
 
+class MemoryGuardError(RetuneError, MemoryError):
+    """Dense work or an unrolled graph would need more memory than the limit
+    (:mod:`~retune_suite.operators.memory`); raised before it starts.
+
+    ``nbytes`` is the (lower) estimate of what it needs, ``limit`` the limit it exceeds,
+    ``alternative`` the matrix-free way to the same result; the message names all three.
+    """
+
+    def __init__(self, message: str, *, nbytes: int, limit: float, alternative: str):
+        self.nbytes, self.limit, self.alternative = nbytes, limit, alternative
+        super().__init__(message)
+
+
 class NotContractiveError(RetuneError, RuntimeError):
     """The fixed-point iteration of Φ_K diverged or stalled (Assumption 1 fails).
 

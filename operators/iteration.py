@@ -20,7 +20,9 @@ from typing import NamedTuple
 
 import torch
 
+from .compiled import compile_backend, compile_function
 from .errors import InvalidInputError, NonConvergenceWarning, NotContractiveError
+from .fused_blocks import find_fused
 from .memo import block_scope
 from .theta import Step, Theta, check_count, check_point, check_step_output, start_block
 
@@ -134,21 +136,42 @@ def unroll_blocks(
 class _Blocks:
     """Φ_K without a graph, as the loops apply it (under their ``no_grad`` and memo scope).
 
+    A step that offers fused blocks (:mod:`~.fused_blocks`) runs one block per call of its
+    ``block``, whose squared residual per sample is kept in ``res_sq`` for the loop; the first
+    call it declines (None) makes this object run the step itself from then on.
+
     The first call finds how the step is called (:func:`~.theta.start_block`: the step itself,
     or, when it differentiates inside, a wrapper with gradients on and θ detached) and every
     later call reuses that: a step that does not differentiate pays nothing.
     """
 
-    def __init__(self, step: Step, theta: Theta, K: int):
+    def __init__(
+        self, step: Step, theta: Theta, K: int, *, fused: bool = True, compile: str | None = None
+    ):
         self.step, self.theta, self.K = step, theta, K
         self.run: Step | None = None
         self.th: Theta = theta
+        self.fused = find_fused(step) if fused else None
+        self.compiled: Callable | None = None
+        if compile is not None:  # traced at its first call (after a declined fused block)
+            self.compiled = compile_function(self._steps, compile)
+        self.res_sq: torch.Tensor | None = None
+        """Σ(x_K − x)² per sample of the last block when a fused block ran it, else None."""
 
     @property
     def uses_autograd(self) -> bool:
         return self.run is not None and self.run is not self.step
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        if self.fused is not None:
+            done = self.fused.block(x, self.theta, self.K)
+            if done is not None:
+                self.res_sq = done[1]
+                return check_step_output(done[0], x)
+            self.fused = None  # not for this iterate: the step runs from now on
+        self.res_sq = None
+        if self.compiled is not None and self.run is self.step:
+            return check_step_output(self.compiled(x, self.th), x)
         if self.run is None:
             x, self.run, self.th = start_block(self.step, x, self.theta)
         else:
@@ -157,6 +180,13 @@ class _Blocks:
         for _ in range(self.K - 1):
             # metadata only (no host synchronisation): a step must keep x's shape and dtype
             x = check_step_output(run(x, th), x)
+        return x
+
+    def _steps(self, x: torch.Tensor, theta: Theta) -> torch.Tensor:
+        """Φ_K as one function of (x, θ): what ``compile`` traces (after the first block,
+        which found that the step runs as it is)."""
+        for _ in range(self.K):
+            x = self.step(x, theta)
         return x
 
 
@@ -172,6 +202,9 @@ def _restart_eager(
     x_prev, x = x0, x0
     for t in range(T):
         x_prev, x = x, blocks(x)
+        if blocks.res_sq is not None:  # a fused block measured its residual in its pass
+            torch.sqrt(blocks.res_sq.sum(), out=residuals[t])
+            continue
         torch.sub(x, x_prev, out=diff)
         torch.linalg.vector_norm(diff, out=residuals[t])
     return x, x_prev
@@ -197,6 +230,9 @@ def _restart_cuda_graph(
     current.wait_stream(side)
     if T == 1:
         return x1, x0
+    if blocks.fused is not None:  # a fused block ran block 1: one kernel per block, no capture
+        x_prev, x = _restart_eager(blocks, x1, T - 1, residuals[1:])
+        return x, x_prev
     if blocks.uses_autograd:
         raise InvalidInputError(
             "restart(cuda_graph=True): the step differentiates inside (torch.autograd.grad), "
@@ -267,7 +303,14 @@ def check_growth(
 
 
 def restart(
-    step: Step, theta: Theta, x0: torch.Tensor, K: int, T: int, *, cuda_graph: bool = False
+    step: Step,
+    theta: Theta,
+    x0: torch.Tensor,
+    K: int,
+    T: int,
+    *,
+    cuda_graph: bool = False,
+    compile: bool | str | None = False,
 ) -> Restart:
     r"""T restarts of Φ_K without a graph, eq. (24): returns x_{KT} and x_{K(T−1)}.
 
@@ -289,7 +332,18 @@ def restart(
     capturable: no host synchronisation and no CPU→GPU copies inside, and no Python side
     effects that must happen at every call (the step's Python code runs K times in block 1
     and K times at capture, not K·T times). A step that cannot be captured raises
-    :class:`InvalidInputError`.
+    :class:`InvalidInputError`. A step with fused blocks (:mod:`~.fused_blocks`) runs one
+    kernel per block already: it is not captured.
+
+    A step that offers fused blocks runs each block as one call of its ``block`` (K steps in
+    one pass, its residual measured in the same pass); the iterates are those of the step.
+
+    ``compile=True`` (inductor) or a ``torch.compile`` backend name (None: as
+    ``$RETUNE_COMPILE`` says, :mod:`~.compiled`) traces Φ_K, the K steps,
+    as one graph (:func:`~.compiled.compile_function`, static shapes), so the compiler can
+    fuse across steps: opt-in, for a user's step in long runs (compiling costs seconds to a
+    minute once per process and shape; docs/performance.md has the measurement). Not with a
+    step that differentiates inside or offers fused blocks (those run as they are).
 
     Examples
     --------
@@ -306,8 +360,9 @@ def restart(
         raise InvalidInputError(f"cuda_graph must be True or False, got {cuda_graph!r}.")
     # T residuals, then ‖x_0‖ and ‖x_{KT}‖ (the growth check): one copy to the host
     residuals = torch.empty(T + 2, dtype=x0.dtype, device=x0.device)
+    backend = compile_backend(compile) if compile is not False else None
     with torch.no_grad(), block_scope():
-        blocks = _Blocks(step, theta, K)
+        blocks = _Blocks(step, theta, K, compile=backend)
         if cuda_graph and x0.device.type == "cuda":
             x, x_prev = _restart_cuda_graph(blocks, x0, T, residuals)
         else:
@@ -552,6 +607,9 @@ def fixed_point(
 
     A step that differentiates inside (an energy gradient) is run with gradients on for its
     own use (:func:`~retune_suite.operators.theta.start_block`); the result carries no graph.
+    A step that offers fused blocks (:mod:`~.fused_blocks`) runs each block of every solver as
+    one call of its ``block``, whose per-sample residual the stopping test reuses (along
+    ``batch_dim`` 0 or for the whole tensor).
     """
     if method not in SOLVERS:
         raise InvalidInputError(f"method must be one of {', '.join(SOLVERS)}, got {method!r}.")
@@ -656,7 +714,11 @@ class _Solve:
         x_best = self.x if keep_best else None
         for block in range(max_blocks):
             nxt = self.blocks(self.x)
-            values = torch.stack([_norms(nxt - self.x, bd), _norms(nxt, bd)])
+            res_sq = self.blocks.res_sq
+            step_norms = (
+                res_sq.sqrt() if res_sq is not None and bd == 0 else _norms(nxt - self.x, bd)
+            )
+            values = torch.stack([step_norms, _norms(nxt, bd)])
             if block == 0:
                 values = torch.cat([values, start.reshape(1, -1)])
             host = values.to("cpu", torch.float64).tolist()
@@ -750,12 +812,14 @@ class _Solve:
         norm = torch.linalg.vector_norm
         for block in range(max_blocks):
             nxt = self.blocks(x)
+            res_sq = self.blocks.res_sq
+            step_norm = norm(nxt - x) if res_sq is None else res_sq.sum().sqrt()
             if block == 0:
-                r, scale, s0 = torch.stack([norm(nxt - x), norm(nxt), start]).tolist()
+                r, scale, s0 = torch.stack([step_norm, norm(nxt), start]).tolist()
                 tol = ATOL_SCALE * rtol * max(s0, scale) if atol is None else atol
                 growth = s0 + r
             else:
-                r, scale = torch.stack([norm(nxt - x), norm(nxt)]).tolist()
+                r, scale = torch.stack([step_norm, norm(nxt)]).tolist()
             self.history.append(r)
             reason = ""
             if not math.isfinite(r) or not math.isfinite(scale):

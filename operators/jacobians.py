@@ -18,6 +18,7 @@ from torch.func import jacrev, vjp, vmap
 from torch.func import jvp as _torch_jvp
 
 from .errors import InvalidInputError
+from .memory import check_dense
 from .theta import Theta, as_tuple, flat, like, unflat
 
 Block = Callable[[torch.Tensor, Theta], torch.Tensor]
@@ -55,8 +56,27 @@ def _detached(theta: Theta) -> Theta:
     return like(theta, tuple(t.detach() for t in as_tuple(theta)))
 
 
+X_ALTERNATIVE = (
+    "use matrix-free products instead: hypergrad.deq_solve for the DEQ gradient, "
+    "jacobians.power_norm_x for ‖∂ₓΦ_K‖₂ (a lower estimate), or give delta"
+)
+THETA_ALTERNATIVE = (
+    "use matrix-free products instead: hypergrad.linearise(...).adjoint_theta(w) for "
+    "∂_θΦ_Kᵀw, or hypergrad.estimate, which takes ‖∂_θΦ_K‖₂ by power iteration beyond its "
+    "dense limits (a lower estimate)"
+)
+
+
 def jacobian_x(Phi: Block, x: torch.Tensor, theta: Theta) -> torch.Tensor:
-    """Dense ∂_xΦ_K(x, θ) as an (n, n) matrix, n = x.numel() (torch.func.jacrev)."""
+    """Dense ∂_xΦ_K(x, θ) as an (n, n) matrix, n = x.numel() (torch.func.jacrev).
+
+    Refused with :class:`~.errors.MemoryGuardError` before any work when the matrix and the
+    n × n identity basis jacrev pushes through Φ_K exceed the memory limit
+    (:mod:`~retune_suite.operators.memory`).
+    """
+    n = x.numel()
+    check_dense("the dense ∂ₓΦ_K(x)", n, n, x.dtype, x.device, copies=2,
+                alternative=X_ALTERNATIVE)  # fmt: skip
     th = _detached(theta)
     shape = x.shape
 
@@ -116,7 +136,11 @@ def _cached(Phi: Block, x: torch.Tensor, leaves: tuple[torch.Tensor, ...]) -> li
 def jacobian_theta(Phi: Block, x: torch.Tensor, theta: Theta) -> torch.Tensor:
     """Dense ∂_θΦ_K(x, θ) as an (n, d) matrix (forward mode, :data:`CHUNK_ENTRIES` at a time).
 
-    Inside :func:`reuse_jacobians` a repeated call is answered from the first one.
+    Inside :func:`reuse_jacobians` a repeated call is answered from the first one. The basis
+    of ℝ^d is built a chunk at a time (never the d × d identity). Refused with
+    :class:`~.errors.MemoryGuardError` before any work when the matrix (twice when it is
+    assembled from several chunks) exceeds the memory limit
+    (:mod:`~retune_suite.operators.memory`).
     """
     leaves = tuple(t.detach() for t in as_tuple(theta))
     # x is not detached: under torch.func.jvp (mixed_derivative) that would drop its tangent.
@@ -140,16 +164,30 @@ def jacobian_theta(Phi: Block, x: torch.Tensor, theta: Theta) -> torch.Tensor:
         return Phi(x, like(theta, unflat(v, leaves))).reshape(-1)
 
     v = flat(leaves)
-    chunk = max(1, CHUNK_ENTRIES // max(1, x.numel()))
-    basis = torch.eye(v.numel(), dtype=v.dtype, device=v.device)
+    n, d = x.numel(), v.numel()
+    chunk = max(1, min(d, CHUNK_ENTRIES // max(1, n)))
+    check_dense("the dense ∂_θΦ_K(x)", n, d, x.dtype, x.device, copies=1 if chunk >= d else 2,
+                extra=chunk * d, alternative=THETA_ALTERNATIVE)  # fmt: skip
+    push = vmap(lambda t: jvp(f, (v,), (t,))[1])
     try:
-        J = vmap(lambda t: jvp(f, (v,), (t,))[1], chunk_size=chunk)(basis).T
+        columns = [push(_basis(start, min(chunk, d - start), v)) for start in range(0, d, chunk)]
+        if not columns:  # d = 0: θ has no entries
+            columns = [torch.zeros(0, n, dtype=x.dtype, device=x.device)]
+        J = (columns[0] if len(columns) == 1 else torch.cat(columns, dim=0)).T
     except (RuntimeError, NotImplementedError):  # steps that torch.func cannot transform
         J = torch.autograd.functional.jacobian(f, v)
     if cache is not None:
         ts = as_tuple(theta)
         cache.append((Phi.step, Phi.K, ts, tuple(t._version for t in ts), x.detach().clone(), J))
     return J
+
+
+def _basis(start: int, count: int, v: torch.Tensor) -> torch.Tensor:
+    """Rows start, ..., start + count − 1 of the identity of ℝ^{v.numel()}."""
+    rows = torch.zeros(count, v.numel(), dtype=v.dtype, device=v.device)
+    index = torch.arange(count, device=v.device)
+    rows[index, start + index] = 1
+    return rows
 
 
 def mixed_derivative(
@@ -170,9 +208,15 @@ def mixed_derivative(
 
 
 def spectral_norm(matrix: torch.Tensor) -> float:
-    """‖M‖₂, the largest singular value (dense SVD)."""
+    """‖M‖₂, the largest singular value (dense SVD; refused with
+    :class:`~.errors.MemoryGuardError` when the copy LAPACK works on exceeds the memory limit).
+    """
     if matrix.numel() == 0:
         return 0.0
+    rows, cols = matrix.shape[-2], matrix.shape[-1]
+    check_dense("a dense SVD", rows, cols, matrix.dtype, matrix.device,
+                alternative="take ‖M‖₂ by jacobians.power_iteration on MᵀM (matrix-free, a "
+                "lower estimate)")  # fmt: skip
     return torch.linalg.matrix_norm(matrix, ord=2).item()
 
 

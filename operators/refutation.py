@@ -13,6 +13,7 @@ constant            measurements that refute it when they exceed it (each is a l
                     residuals ‖x_{K(t+1)} − x_{Kt}‖, the distances ‖x_{Kt} − x̂‖ with Φ_K(x̂) = x̂)
 H                   ‖∂ₓₓL(x)‖₂; a secant ‖∂ₓL(x) − ∂ₓL(y)‖/‖x − y‖
 L_θ                 a secant ‖∂_θΦ_K(x) − ∂_θΦ_K(y)‖₂/‖x − y‖, or one of its directions
+                    ‖(∂_θΦ_K(x) − ∂_θΦ_K(y))ᵀw‖/(‖x − y‖‖w‖) (one VJP at each point)
 ==================  ===========================================================================
 
 A measurement above the given value, beyond rounding, proves the given value false, so what
@@ -186,15 +187,17 @@ class Evidence:
         )
         return True
 
-    def secant(self, name: str, num: float, den: float, what: str, scale: float) -> bool:
+    def secant(
+        self, name: str, num: float, den: float, what: str, scale: float, note: str = ""
+    ) -> bool:
         """One secant ‖f(x) − f(y)‖ = ``num`` over ‖x − y‖ = ``den`` against ``name``: refuted
         when num > c·den + 1e3 ulps·scale (``scale``: the magnitudes num and den are computed
-        from). True if it refutes."""
+        from; ``note`` defines the symbols of ``what``). True if it refutes."""
         given = self.given.get(name)
         if given is None or not (math.isfinite(num) and math.isfinite(den)) or den <= 0:
             return False
         if num > given * den + ULPS * self.eps * scale:
-            self._record(Refutation(name, given, num / den, given, what))
+            self._record(Refutation(name, given, num / den, given, what, note=note))
             return True
         return False
 

@@ -62,9 +62,21 @@ def unflat(vector: torch.Tensor, like_leaves: tuple[torch.Tensor, ...]) -> tuple
     return tuple(out)
 
 
+def all_finite(x: torch.Tensor) -> bool:
+    """Whether ``x`` holds no NaN or inf, in one reduction: a NaN or an inf anywhere makes the
+    sum NaN or inf, so a finite sum proves every entry finite; only a sum that overflows (or
+    is NaN/inf) is settled by the elementwise test. ``torch.isfinite(x).all()`` alone costs
+    ~60 times a sum on the CPU (a bool tensor written and read: 16 ms against 0.25 ms at
+    4×3×256×256 float32, 2 threads), more than a whole wavelet FB step."""
+    with torch.no_grad():
+        if x.numel() == 0 or torch.isfinite(x.sum()):
+            return True
+        return bool(torch.isfinite(x).all())
+
+
 def check_finite(x: torch.Tensor, name: str) -> None:
-    """Raise if ``x`` holds NaN or inf."""
-    if not torch.isfinite(x).all():
+    """Raise if ``x`` holds NaN or inf (:func:`all_finite`)."""
+    if not all_finite(x):
         raise InvalidInputError(
             f"{name} contains NaN or inf: check the data, and the step size (a step above 2/L "
             "makes forward-backward diverge)."

@@ -810,3 +810,104 @@ def test_the_same_command_twice_is_complete_and_an_unfinished_run_says_what_to_p
     rows.iloc[:-1].to_csv(out / "metrics.csv", index=False)  # stopped before its last row
     assert main([*args[:-1], str(out)]) == 2
     assert "unfinished run of these settings: pass --resume" in capsys.readouterr().err
+
+
+# -- the figures: coinciding curves, clipped certificates, the Lemma 1 note (issue 26, 7) --------
+
+
+def _quick_unit(task: str, prior: str = "wavelet-BC") -> pd.DataFrame:
+    """The rows of one (task, prior) of the committed quick run, its constants row included."""
+    frame = pd.read_csv(Path(__file__).parents[1] / "docs/results/errors-quick/metrics.csv")
+    return frame[(frame.task == task) & (frame.prior == prior)]
+
+
+def test_error_figure_clips_certificates_beyond_the_errors_and_bounds():
+    """The ReTune panel's range is set by its errors and bounds, not by the certificates (up
+    to 10¹¹ at T = 1 on inpainting): each certificate point above the top is a ▲ on the top
+    edge, and the legend says how far above."""
+    import matplotlib.pyplot as plt
+    from retune_suite.experiments.error_study.figures import ABOVE, error_figure
+
+    for task in ("denoise", "inpaint"):
+        sub = _quick_unit(task)
+        fig = error_figure(sub)
+        ax = fig.axes[1]  # ReTune error vs T
+        retune = sub[(sub.estimator == "retune") & sub.bound_theorem2_corrected.notna()]
+        ranged = pd.concat(
+            [retune.rel_error, retune.bound_theorem2, retune.bound_theorem2_corrected]
+        )
+        bottom, top = ax.get_ylim()
+        assert ranged.max() <= top < retune.certificate.max() / 100
+        assert bottom <= ranged.min()
+        above = [line for line in ax.get_lines() if line.get_marker() == ABOVE]
+        assert sum(len(line.get_ydata()) for line in above) == (retune.certificate > top).sum()
+        assert all(np.all(line.get_ydata() == top) and not line.get_clip_on() for line in above)
+        labels = ax.get_legend_handles_labels()[1]
+        assert any("above the panel" in label for label in labels), labels
+        plt.close(fig)
+
+
+def test_coinciding_bound_and_certificate_curves_are_distinguishable():
+    """The JFB certificate at x̂ equals Lemma 1's bound to four digits, and ReTune's
+    certificate at K = 10, T = 50 the two Theorem 2 bounds: curves that coincide carry
+    different markers (each drawn), so every legend entry has something visible."""
+    import matplotlib.pyplot as plt
+    from retune_suite.experiments.error_study.figures import error_figure, tightness_figure
+
+    frame = pd.read_csv(Path(__file__).parents[1] / "docs/results/errors-paper-scale/metrics.csv")
+    sub = frame[(frame.task == "denoise") & (frame.prior == "wavelet-BC")]
+    figures = [error_figure(sub), tightness_figure(sub, "denoise, wavelet-BC")]
+    pairs = 0
+    for fig in figures:
+        for ax in [fig.axes[0], fig.axes[1], fig.axes[2]]:
+            lines = [line for line in ax.get_lines() if len(line.get_xdata()) > 1]
+            for i, one in enumerate(lines):
+                for other in lines[i + 1 :]:
+                    x1, y1 = np.asarray(one.get_xdata(), float), np.asarray(one.get_ydata(), float)
+                    x2, y2 = (
+                        np.asarray(other.get_xdata(), float),
+                        np.asarray(other.get_ydata(), float),
+                    )
+                    if x1.shape != x2.shape or not (
+                        np.array_equal(x1, x2) and np.allclose(y1, y2, rtol=1e-2)
+                    ):
+                        continue
+                    pairs += 1
+                    markers = {one.get_marker(), other.get_marker()}
+                    assert len(markers) == 2 and not markers & {"None", "", None, " "}, (
+                        one.get_label(),
+                        other.get_label(),
+                    )
+        plt.close(fig)
+    assert pairs >= 2  # Lemma 1 = JFB certificate, in both figures
+
+
+def test_figures_say_why_lemma1_is_not_monotone_in_K():
+    """Lemma 1's bound zigzags in K on denoising; the figure says why (∂ₓφ(x̂) has
+    eigenvalues near −ω, so ‖∂_θΦ_K(x̂)‖ follows the parity of K), with ‖∂_θΦ_K‖ recovered
+    from the column; a monotone bound gets no note, a measured δ_K a note that says so."""
+    import matplotlib.pyplot as plt
+    from retune_suite.experiments.error_study.figures import (
+        error_figure,
+        lemma1_note,
+        tightness_figure,
+    )
+
+    sub = _quick_unit("denoise")
+    for fig in (error_figure(sub), tightness_figure(sub, "denoise")):
+        text = " ".join(t.get_text() for t in fig.texts).replace("\n", " ")
+        assert "not monotone in K" in text and "parity of K" in text and "−ω" in text, text
+        plt.close(fig)
+    jfb = sub[sub.estimator == "jfb"].sort_values("K")
+    omega = sub[sub.estimator == "constants"].omega.iloc[0]
+    delta = omega ** jfb.K.to_numpy()
+    beta = jfb.bound_lemma1.to_numpy() * (1 - delta) / delta
+    # the parity: odd K (1, 5) above the even K next to them (2, 10)
+    assert beta[0] > 10 * beta[1] and beta[2] > 2 * beta[3]
+    assert f"{beta[1] / beta[0]:.2g}" in lemma1_note(sub)
+    monotone = sub.copy()
+    rows = monotone.estimator == "jfb"
+    monotone.loc[rows, "bound_lemma1"] = 100.0 / monotone.loc[rows, "K"]
+    assert lemma1_note(monotone) is None
+    note = lemma1_note(_quick_unit("inpaint"))  # measured δ_K: no parity claim
+    assert note is not None and "measured local estimate" in note and "parity" in note

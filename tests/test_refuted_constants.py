@@ -13,12 +13,14 @@ constant is the true one times a drawn factor in (0, 1).
 
 from __future__ import annotations
 
+import warnings
+
 import pytest
 import torch
 from hypothesis import example, given, note
 from hypothesis import strategies as st
 from retune_suite.bounds.report import FP_ULPS
-from retune_suite.operators import fixed_point, hypergrad, unroll
+from retune_suite.operators import fixed_point, hypergrad, restart, unroll
 from retune_suite.operators.hypergrad.certificate import METHODS
 from retune_suite.operators.jacobians import jacobian_x, spectral_norm
 from retune_suite.operators.maps import problems
@@ -172,7 +174,10 @@ def test_auto_T_refutes_lipschitz_theta_by_its_secant():
 
 def test_exact_delta_is_not_refuted_at_the_rounding_floor():
     """δ = 0 (θ = 0) and an attained δ with iterates down to the rounding floor: the measured
-    secants and norms stay within the allowance (1e3 ulps), so nothing is refuted."""
+    secants and norms stay within the allowance (1e3 ulps), so nothing is refuted. The first
+    instance's x̂ is 0: estimate's own solve stops on its absolute floor (x_s ~ 1e-22), a fixed
+    point to that solve's test, so no "x_star is not a fixed point" warning (whose relative
+    residual at x_s ~ 0 would read 1.12, issue 26 item 7)."""
     for inst in (
         affine([0.0, -0.125], [0.0, 0.0], [0.0, 1.0], [0.0, 0.0], 1, 20),
         affine([0.5], [1.0], [0.0], [3.0], 1, 20),
@@ -181,10 +186,12 @@ def test_exact_delta_is_not_refuted_at_the_rounding_floor():
         report = run_verify(inst, true_constants(inst))
         assert report.refuted == {}, (inst.name, report.refuted)
         for method in ("retune", "jfb", "unrolled"):
-            est = hypergrad.estimate(
-                method, inst.step, inst.theta, inst.x0, inst.loss, K=inst.K, T=inst.T,
-                **true_constants(inst),
-            )  # fmt: skip
+            with warnings.catch_warnings():
+                warnings.simplefilter("error", UserWarning)
+                est = hypergrad.estimate(
+                    method, inst.step, inst.theta, inst.x0, inst.loss, K=inst.K, T=inst.T,
+                    **true_constants(inst),
+                )  # fmt: skip
             assert est.certificate_source["status"] == "certified", est.certificate_source
 
 
@@ -251,6 +258,83 @@ def test_estimate_wrong_constant_never_certified_below_error(
         assert error <= est.certificate + ref_cert + allowance
     else:
         assert est.certificate is None and "is refuted: measured" in source["reason"]
+
+
+@given(
+    linear_instances,
+    factors,
+    st.sampled_from(METHODS),
+    st.integers(1, 4),
+    st.sampled_from((None, None, 0, 1, 3)),
+)
+# φ = θx + b, θ = ½, x₀ = −2, x̄ = 0 (L_θ = 1), T = 2: with L_θ = ½ today's retune certified 4.0
+# and unrolled 4.5 where the errors are 8.0 and 9.0
+@example(affine([0.5], [1.0], [-2.0], [0.0], 1, 1), 0.5, "retune", 2, None)
+@example(affine([0.5], [1.0], [-2.0], [0.0], 1, 1), 0.5, "unrolled", 2, None)
+# x₀ = (0, ¼), x₁ = (1, ¼), x̄ = (1, ¼ + 2⁻²⁰): ∂ₓL(x₁) = (0, 2⁻²⁰) meets no change of
+# ∂_θΦ_1 = diag(x) (x₁ − x₀ = (1, 0)), so that direction measures 0; ∂ₓL(x₁) − ∂ₓL(x₀) =
+# (1, 0) measures 1 (with w = ∂ₓL(x_{KT}) alone: certified 0.504, error 4.0)
+@example(
+    affine([0.5, 0.0], [1.0, 0.25], [0.0, 0.25], [1.0, 0.25 + 2**-20], 1, 1),
+    1e-3,
+    "retune",
+    1,
+    None,
+)
+# φ = 0·x + 1 (x̂ = 1, δ = 0), jfb at a given x_star = x₀ = 0 with L_θ = ½: certified below the
+# error without the secant at (Φ_K(x_s), x_s)
+@example(affine([0.0], [1.0], [0.0], [0.0], 1, 1), 0.5, "jfb", 1, 0)
+def test_estimate_wrong_lipschitz_theta_never_certified_below_error(
+    inst: Instance, factor: float, method: str, T: int, blocks: int | None
+):
+    """A certificate called certified with L_θ scaled by a factor in (0, 1) still bounds the
+    true error; one that a measured direction of the secant of ∂_θΦ_K refutes is None, with
+    the measurement in the reason. The fixed-point methods get, when ``blocks`` is drawn, a
+    given x_star = Φ_K^blocks(x₀) away from x̂ (its residual drives their certificate)."""
+    note(inst.name)
+    true = true_constants(inst)
+    wrong = {**true, "lipschitz_theta": factor * true["lipschitz_theta"]}
+    x_star = None
+    if blocks is not None and method not in ("retune", "unrolled"):
+        x_star = restart(inst.step, inst.theta, inst.x0, inst.K, blocks).x if blocks else inst.x0
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", "x_star is not a fixed point", UserWarning)
+        est = hypergrad.estimate(
+            method, inst.step, inst.theta, inst.x0, inst.loss, K=inst.K, T=T, P=2,
+            x_star=x_star, **wrong,
+        )  # fmt: skip
+    source = est.certificate_source
+    note(f"L_θ: {true['lipschitz_theta']!r} -> {wrong['lipschitz_theta']!r}; {source}")
+    if source["status"] == "certified":
+        g, ref_cert = truth(inst, true)
+        error = norm(flat(as_tuple(est.grad)) - flat(as_tuple(g)))
+        allowance = FP_ULPS * EPS * (norm(g) + norm(est.grad) + est.certificate)
+        note(f"error {error:.6e}, certificate {est.certificate:.6e}, reference {ref_cert:.2e}")
+        assert error <= est.certificate + ref_cert + allowance
+    else:
+        assert est.certificate is None and source["status"] == "none"
+        reason = source["reason"]
+        assert reason.startswith("given L_θ = ") and "is refuted: measured" in reason
+        assert set(source["refuted"]) == {"lipschitz_theta"}
+        assert source["constants"]["lipschitz_theta"] == "given, refuted"
+
+
+@pytest.mark.parametrize("method", ["retune", "unrolled"])
+def test_estimate_refutes_lipschitz_theta_by_a_product(method: str):
+    """Plain T: one direction of the secant of ∂_θΦ_K at (x_{KT}, x_{K(T−1)}), w = ∂ₓL(x_{KT}).
+    φ = θx + 1, ∂_θΦ_1(x) = x: L_θ = 1 exactly, and the measured direction is 1."""
+    inst = affine([0.5], [1.0], [-2.0], [0.0], 1, 1)
+    consts = {**true_constants(inst), "lipschitz_theta": 0.5}
+    est = hypergrad.estimate(method, inst.step, inst.theta, inst.x0, inst.loss, K=1, T=2, **consts)
+    assert est.certificate is None and est.certificate_source["status"] == "none"
+    assert est.certificate_source["reason"] == (
+        "given L_θ = 0.5 is refuted: measured ‖(∂_θΦ_K(x_{KT}) − ∂_θΦ_K(x_{K(T−1)}))ᵀw‖₂/"
+        "(‖x_{KT} − x_{K(T−1)}‖₂‖w‖₂) = 1 > 0.5 (w = ∂ₓL(x_{KT}))"
+    )
+    good = hypergrad.estimate(
+        method, inst.step, inst.theta, inst.x0, inst.loss, K=1, T=2, **true_constants(inst)
+    )
+    assert good.certificate_source["status"] == "certified"
 
 
 def test_beyond_dense_limit_products_at_fixed_point_refute(monkeypatch):

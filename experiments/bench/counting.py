@@ -5,12 +5,14 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import torch
+from retune_suite.operators.fused_blocks import FusedBlocks, find_fused
 
 __all__ = ["VJPCounter"]
 
 
 class VJPCounter:
-    """Counts backward passes through a step's output: one per vector-Jacobian product."""
+    """Counts backward passes through a step's output: one per vector-Jacobian product (K for
+    a fused last block of K steps, :mod:`retune_suite.operators.fused_blocks`)."""
 
     def __init__(self) -> None:
         self.count = 0
@@ -19,7 +21,8 @@ class VJPCounter:
         self.count += 1
 
     def wrap(self, fn: Callable[..., torch.Tensor]) -> Callable[..., torch.Tensor]:
-        """``fn`` with a hook on each output that carries a graph."""
+        """``fn`` with a hook on each output that carries a graph; its fused blocks, if it
+        offers them, pass through (counted the same way)."""
 
         def counted(*args, **kwargs) -> torch.Tensor:
             out = fn(*args, **kwargs)
@@ -27,4 +30,27 @@ class VJPCounter:
                 out.register_hook(self._hook)
             return out
 
+        fused = find_fused(fn)
+        if fused is not None:
+            counted.fused_blocks = _CountedBlocks(fused, counted, self)  # type: ignore[attr-defined]
         return counted
+
+
+class _CountedBlocks:
+    """The fused blocks of a counted step: a last block of K steps counts K products."""
+
+    def __init__(self, fused: FusedBlocks, step: Callable, counter: VJPCounter):
+        self.fused, self.step, self.counter = fused, step, counter
+
+    def block(self, x, theta, K):
+        return self.fused.block(x, theta, K)
+
+    def last_block(self, x, theta, K):
+        out = self.fused.last_block(x, theta, K)
+        if out is not None and out.requires_grad:
+
+            def hook(grad: torch.Tensor) -> None:
+                self.counter.count += K
+
+            out.register_hook(hook)
+        return out

@@ -342,6 +342,9 @@ def hypergradient(
     :func:`retune_suite.operators.fixed_point` (Anderson, ``fixed_point_rtol``,
     ``fixed_point_max_blocks``);
     its :class:`~retune_suite.operators.NotContractiveError` propagates with its residual history.
+    The gradient is taken at that x̂, a fixed point to ``fixed_point_rtol`` (the inexact
+    fixed point of DEQ training, and what the run's cost is measured for), and ``estimate`` is
+    told so: its fixed-point check is at that tolerance, not at √eps.
     """
     name = settings.estimator
     if name not in ESTIMATORS:
@@ -367,6 +370,7 @@ def hypergradient(
         loss,
         K=K,
         x_star=x_star,
+        fixed_point_rtol=settings.fixed_point_rtol,  # x̂'s own tolerance: checked at it
         delta=delta,
         readout=readout,
         tol=settings.solve_tol,

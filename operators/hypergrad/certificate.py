@@ -361,7 +361,9 @@ def estimate(
     ``method`` is one of :data:`METHODS`. ``retune`` and ``unrolled`` run T blocks of Φ_K from
     ``x0``; the others solve for x̂ from ``x0`` (:func:`retune_suite.operators.fixed_point`, relative
     tolerance ``fixed_point_rtol``) unless ``x_star`` is given. ``grad`` equals what the
-    matching function of :mod:`retune_suite.operators.hypergrad` returns, exactly.
+    matching function of :mod:`retune_suite.operators.hypergrad` returns, exactly. A given
+    ``x_star`` must be a fixed point of Φ_K to √eps (relative residual), else a warning; with
+    ``fixed_point_rtol`` also given, to that tolerance (the one the caller solved it to).
 
     Certificate, an upper bound on ‖g(θ) − grad‖₂ (g: the DEQ gradient (20) at the true x̂,
     never computed here) from the a-posteriori distances s/(1−δ) of the block residual s:
@@ -387,9 +389,14 @@ def estimate(
     (status ``"none"``; ``"reason"`` and ``"refuted"`` give the measured value): δ against
     the secants of the block residuals (with one more no-graph block from the last iterate)
     and, for the fixed-point methods, one product ∂_xΦ_K(x_s)ᵀ∂_xL(x_s); H against a secant
-    of ∂_xL; L_θ against the secant of ∂_θΦ_K between the last two candidates of
-    ``T="auto"`` (no other call computes one). A measurement below a constant proves nothing
-    (``docs/findings.md`` "Refuted constants"; about 2–7% of the call).
+    of ∂_xL; L_θ (``retune``, ``unrolled``) against two directions w of the secant of
+    ∂_θΦ_K at (x_{KT}, x_{K(T−1)}), ‖(∂_θΦ_K(x_{KT}) − ∂_θΦ_K(x_{K(T−1)}))ᵀw‖ ≤
+    L_θ‖x_{KT} − x_{K(T−1)}‖‖w‖ with w = ∂_xL(x_{KT}) and ∂_xL(x_{KT}) − ∂_xL(x_{K(T−1)})
+    (one more graph block and two VJPs), and with ``T="auto"`` also against the dense secant
+    between its last two candidates; for the fixed-point methods the same two directions at
+    (Φ_K(x_s), x_s) when x_s is not a fixed point to √eps (a given ``x_star``, a loose
+    ``fixed_point_rtol``). A measurement below a constant proves nothing
+    (``docs/findings.md`` "Refuted constants").
 
     ``T="auto"`` (``retune`` only) runs blocks one at a time without a graph until the
     certificate's forward part (the terms driven by r: ``certificate_source["terms"]
@@ -506,6 +513,7 @@ def _check_loss(
     y: torch.Tensor,
     g_x: torch.Tensor | None = None,
     where: str = "",
+    g_y: torch.Tensor | None = None,
 ) -> None:
     """H against the secant ‖∂ₓL(x) − ∂ₓL(y)‖/‖x − y‖ (one more loss gradient)."""
     H = evidence.given.get("hessian_bound")
@@ -513,7 +521,7 @@ def _check_loss(
     if H is None or not den > 0:
         return
     g_x = estimators.loss_gradient(problem.loss, x) if g_x is None else g_x
-    g_y = estimators.loss_gradient(problem.loss, y)
+    g_y = estimators.loss_gradient(problem.loss, y) if g_y is None else g_y
     num = _norm(g_x - g_y)
     scale = _norm(g_x) + _norm(g_y) + max(H, num / den) * (_norm(x) + _norm(y))
     evidence.secant("hessian_bound", num, den, f"‖∂ₓL(x) − ∂ₓL(y)‖₂/‖x − y‖₂ {where}", scale)
@@ -534,6 +542,84 @@ def _check_lipschitz_theta(
     scale = a[1] + b[1] + max(L, num / den) * (_norm(a[0]) + _norm(b[0]))
     what = "‖∂_θΦ_K(x_{K(T−2)}) − ∂_θΦ_K(x_{K(T−1)})‖₂/‖x_{K(T−2)} − x_{K(T−1)}‖₂"
     evidence.secant("lipschitz_theta", num, den, what, scale)
+
+
+_SECANT_DIRECTIONS = (
+    "‖(∂_θΦ_K(x_{KT}) − ∂_θΦ_K(x_{K(T−1)}))ᵀw‖₂/(‖x_{KT} − x_{K(T−1)}‖₂‖w‖₂)",
+    ("w = ∂ₓL(x_{KT})", "w = ∂ₓL(x_{KT}) − ∂ₓL(x_{K(T−1)})"),
+)
+_SECANT_DIRECTIONS_AT_XS = (
+    "‖(∂_θΦ_K(Φ_K(x_s)) − ∂_θΦ_K(x_s))ᵀw‖₂/(‖Φ_K(x_s) − x_s‖₂‖w‖₂)",
+    ("w = ∂ₓL(x_s)", "w = ∂ₓL(Φ_K(x_s)) − ∂ₓL(x_s)"),
+)
+
+
+def _check_lipschitz_theta_directions(
+    problem: _Problem,
+    evidence: Evidence,
+    a: torch.Tensor,
+    b: tuple[torch.Tensor, float, torch.Tensor | None],
+    directions: tuple[torch.Tensor, torch.Tensor],
+    labels: tuple[str, tuple[str, str]] = _SECANT_DIRECTIONS,
+    lin_b: estimators.Linearisation | None = None,
+) -> None:
+    """L_θ against two directions of the secant of ∂_θΦ_K at (a, b) = (x_{KT}, x_{K(T−1)}):
+    ‖(∂_θΦ_K(a) − ∂_θΦ_K(b))ᵀw‖ ≤ L_θ‖a − b‖‖w‖ for ``directions`` w = ∂ₓL(x_{KT}) (the
+    direction the gradient uses) and w = ∂ₓL(x_{KT}) − ∂ₓL(x_{K(T−1)}) (the change of ∂ₓL
+    towards x̂, which the certificate's L_θ terms also multiply; it covers ∂ₓL(x_{KT}) = 0);
+    at (Φ_K(x_s), x_s) for the fixed-point methods (``labels``). One graph block at a and a
+    VJP per direction; ∂_θΦ_K(b)ᵀw from the dense matrix the certificate computed (``b``: the
+    point, β there, the matrix), or beyond the dense limits from ``lin_b`` (a graph at b) or
+    one more graph block at b.
+    """
+    L = evidence.given.get("lipschitz_theta")
+    den = _norm(a - b[0])
+    if L is None or not (den > 0 and math.isfinite(den)):
+        return
+    lin_a = estimators.Linearisation(problem.step, problem.theta, a, problem.K)
+
+    def pullback(lin: estimators.Linearisation, w: torch.Tensor) -> torch.Tensor:
+        """∂_θΦ_K(x)ᵀw, flat (zeros for a θ entry Φ_K does not use)."""
+        grads = torch.autograd.grad(lin.out, lin.leaves, w, retain_graph=True, allow_unused=True)
+        pairs = zip(grads, lin.leaves, strict=True)
+        return flat(tuple(torch.zeros_like(t) if g is None else g for g, t in pairs))
+
+    for w, where in zip(directions, labels[1], strict=True):
+        size = _norm(w)
+        if not (size > 0 and math.isfinite(size)):
+            continue
+        w = w / size
+        p_a = pullback(lin_a, w)
+        if b[2] is not None:
+            p_b = b[2].T @ w.reshape(-1).to(b[2].dtype)
+        else:
+            if lin_b is None:
+                lin_b = estimators.Linearisation(problem.step, problem.theta, b[0], problem.K)
+            p_b = pullback(lin_b, w)
+        num = _norm(p_a - p_b)
+        # what num and den are computed from: ∂_θΦ_K(b)ᵀw, ∂_θΦ_K(a)ᵀw (‖∂_θΦ_K(a)‖₂ ≤ β +
+        # L_θ‖a − b‖ whenever L_θ is a Lipschitz constant, which a refutation may assume)
+        slope = max(L, num / den)
+        scale = 2.0 * b[1] + _norm(p_a) + _norm(p_b) + slope * (den + _norm(a) + _norm(b[0]))
+        if evidence.secant("lipschitz_theta", num, den, labels[0], scale, where):
+            return
+
+
+def _check_last_block(
+    problem: _Problem,
+    evidence: Evidence,
+    x_KT: torch.Tensor,
+    b: tuple[torch.Tensor, float, torch.Tensor | None],
+) -> None:
+    """H against the secant of ∂ₓL and L_θ against two directions of the secant of ∂_θΦ_K,
+    both at (x_{KT}, x_{K(T−1)}) (``b``: x_{K(T−1)}, β there, the dense ∂_θΦ_K or None),
+    sharing the two loss gradients."""
+    if not ("hessian_bound" in evidence.given or "lipschitz_theta" in evidence.given):
+        return
+    g_a = estimators.loss_gradient(problem.loss, x_KT)
+    g_b = estimators.loss_gradient(problem.loss, b[0])
+    _check_loss(problem, evidence, x_KT, b[0], g_a, "at (x_{KT}, x_{K(T−1)})", g_b)
+    _check_lipschitz_theta_directions(problem, evidence, x_KT, b, (g_a, g_a - g_b))
 
 
 def _refuted(
@@ -569,11 +655,13 @@ def _estimate_retune(
         return total, forward, status, (beta, matrix)
 
     def refuted(
-        y: torch.Tensor, x_KT: torch.Tensor, residuals: list[float]
+        y: torch.Tensor, x_KT: torch.Tensor, residuals: list[float], dtheta: Any
     ) -> dict[str, Any] | None:
-        """Check δ (block residuals, one more block) and H (∂ₓL at y and x_KT)."""
+        """Check δ (block residuals, one more block), H (∂ₓL at y and x_KT) and L_θ (two
+        directions of the secant of ∂_θΦ_K at (x_KT, y); ``dtheta``: β and the dense
+        ∂_θΦ_K(y) or None, from :func:`certify`)."""
         _check_blocks(problem, evidence, residuals, x_KT, (problem.x0, y, x_KT))
-        _check_loss(problem, evidence, x_KT, y, where="at (x_{KT}, x_{K(T−1)})")
+        _check_last_block(problem, evidence, x_KT, (y, *dtheta))
         return _refuted(constants, evidence, _JACOBIAN_FREE)
 
     evidence = constants.evidence(problem.x0.dtype)
@@ -611,7 +699,7 @@ def _estimate_retune(
         total, forward, status, (beta, matrix) = certify(y, x_KT, r)
         if previous is not None and previous[2] is not None and matrix is not None:
             _check_lipschitz_theta(evidence, previous, (y, beta, matrix))
-        none = refuted(y, x_KT, stats.residuals.tolist())
+        none = refuted(y, x_KT, stats.residuals.tolist(), (beta, matrix))
         if none is not None:
             return Estimate(grad, x_KT, EstimateStats(forward=stats), None, none)
         source = _source(status, constants.source, {"forward": forward, "lemma1": total - forward})
@@ -631,10 +719,10 @@ def _estimate_retune(
     if none is not None:
         return Estimate(grad, x_KT, stats, None, none)
     assert stats.forward is not None
-    none = refuted(x_prev, x_KT, [*_history(head), r])
+    total, forward, status, dtheta = certify(x_prev, x_KT, r)
+    none = refuted(x_prev, x_KT, [*_history(head), r], dtheta)
     if none is not None:
         return Estimate(grad, x_KT, stats, None, none)
-    total, forward, status, _ = certify(x_prev, x_KT, r)
     source = _source(status, constants.source, {"forward": forward, "lemma1": total - forward})
     return Estimate(grad, x_KT, stats, total, source)
 
@@ -651,18 +739,36 @@ def _estimate_unrolled(problem: _Problem, constants: _Constants, T: int) -> Esti
     evidence = constants.evidence(problem.x0.dtype)
     points = (problem.x0, run.x_prev, run.x)
     _check_blocks(problem, evidence, _history(run.stats), run.x, points)
-    _check_loss(problem, evidence, run.x, run.x_prev, where="at (x_{KT}, x_{K(T−1)})")
+    beta, status, matrix = _beta_matrix(problem, run.x_prev, constants)
+    _check_last_block(problem, evidence, run.x, (run.x_prev, beta, matrix))
     none = _refuted(constants, evidence, _UNROLLED)
     if none is not None:
         return Estimate(grad, run.x, stats, None, none)
     delta, L_theta = constants.delta, constants.lipschitz_theta
     H, L_x = constants.hessian_bound, constants.lipschitz_x
     assert delta is not None and L_theta is not None and H is not None and L_x is not None
-    beta, status = _beta(problem, run.x_prev, constants)
     G = _norm(estimators.loss_gradient(loss, run.x))
     total = unrolled_certificate(delta, G, beta, run.stats.residuals.tolist(), L_theta, H, L_x)
     source = _source(status, constants.source, {"forward": total})
     return Estimate(grad, run.x, stats, total, source)
+
+
+def _linearise(
+    step: Step, theta: Theta, x_star: torch.Tensor, K: int, rtol: float | None, *, solved: bool
+) -> estimators.Linearisation:
+    """:func:`~.estimators.linearise` (finite, else an error; a fixed point to √eps relative,
+    else a warning), with the fixed-point check at the tolerance x_s was solved to: an x̂
+    solved here (``solved``) passed :func:`fixed_point`'s own test (``rtol``, or its absolute
+    floor at x̂ ≈ 0, where no relative test can pass); a given ``x_star`` with a declared
+    ``rtol`` has relative residual at most ``rtol``. Otherwise :func:`~.estimators.linearise`
+    checks (and warns) as always."""
+    if solved or rtol is not None:
+        check_count(K, "K")
+        check_point(x_star, "x_star", theta)
+        lin = estimators.Linearisation(step, theta, x_star, K)
+        if torch.isfinite(lin.out).all() and (solved or lin.residual() <= (rtol or 0.0)):
+            return lin
+    return estimators.linearise(step, theta, x_star, K)
 
 
 def _estimate_implicit(
@@ -680,7 +786,7 @@ def _estimate_implicit(
     if x_star is None:
         forward_run = fixed_point(step, theta, problem.x0, K, rtol=rtol, method="picard")
         x_star, forward = forward_run.x, forward_run.stats
-    lin = estimators.linearise(step, theta, x_star, K)
+    lin = _linearise(step, theta, x_star, K, rtol, solved=forward is not None)
     backward = None
     if method == "jfb":
         grad = estimators.jfb(step, theta, x_star, loss, K, readout=readout, lin=lin)
@@ -711,11 +817,21 @@ def _estimate_implicit(
     scale = 2.0 * max(_norm(problem.x0), _norm(x_star), _norm(lin.out.detach()))
     evidence.secants("delta", [*_history(forward), s], _RESIDUALS[0], scale, note=_RESIDUALS[1])
     evidence.adjoint_powers("delta", lin.adjoint_x, v, 1, "‖∂ₓΦ_K(x_s)ᵀv‖₂/‖v‖₂, v = ∂ₓL(x_s)")
-    _check_loss(problem, evidence, x_star, lin.out.detach(), v, where="at (x_s, Φ_K(x_s))")
+    out = lin.out.detach()
+    g_out = estimators.loss_gradient(loss, out)
+    _check_loss(problem, evidence, x_star, out, v, "at (x_s, Φ_K(x_s))", g_out)
+    # L_θ: two directions of the secant of ∂_θΦ_K at (Φ_K(x_s), x_s), as for retune, where
+    # x_s is not a fixed point to √eps (a given x_star, a loose fixed_point_rtol): below, the
+    # distance is at rounding level and so are the certificate's L_θ terms
+    beta, status, matrix = _beta_matrix(problem, x_star, constants)
+    if s > math.sqrt(torch.finfo(x_star.dtype).eps) * _norm(x_star):
+        _check_lipschitz_theta_directions(
+            problem, evidence, out, (x_star, beta, matrix), (v, g_out - v),
+            _SECANT_DIRECTIONS_AT_XS, lin,
+        )  # fmt: skip
     none = _refuted(constants, evidence, _JACOBIAN_FREE)
     if none is not None:
         return Estimate(grad, x_star, stats, None, none)
-    beta, status = _beta(problem, x_star, constants)
     rho = s / (1.0 - delta)
     jf_total, jf_forward = jacobian_free_certificate(delta, G, beta, rho, rho, L_theta, H)
     terms: dict[str, float] = {"residual": s}

@@ -26,10 +26,23 @@ from collections.abc import Callable
 import torch
 
 from ..errors import ConvergenceError, InvalidInputError, NotContractiveError
+from ..fused_blocks import find_fused
 from ..iteration import IterationStats, check_growth, restart, unroll, unroll_blocks
 from ..jacobians import jacobian_x
 from ..linsolve import gmres
-from ..theta import Loss, Step, Theta, as_tuple, check_count, check_point, fresh_leaves, like
+from ..memo import block_scope
+from ..memory import GraphGuard, check_dense
+from ..theta import (
+    Loss,
+    Step,
+    Theta,
+    all_finite,
+    as_tuple,
+    check_count,
+    check_point,
+    fresh_leaves,
+    like,
+)
 
 __all__ = [
     "DENSE_LIMIT",
@@ -316,7 +329,9 @@ def deq_exact(
 
     .. math:: [I − ∂_xΦ_K(x̂)]ᵀ w = ∂_xL(x̂), \qquad g(θ) = ∂_θΦ_K(x̂)ᵀ w
 
-    For small n only (n ≤ ``max_n``); use :func:`deq_solve` beyond.
+    For small n only (n ≤ ``max_n``); use :func:`deq_solve` beyond. The n×n matrices it
+    holds at once (the Jacobian, I, I − ∂ₓΦ_K and the solver's copy) are checked against the
+    memory limit first (:mod:`~retune_suite.operators.memory`, a raised ``max_n`` included).
     """
     n = x_star.numel()
     if n > max_n:
@@ -324,6 +339,9 @@ def deq_exact(
             f"deq_exact forms an n×n Jacobian and n = {n} > max_n = {max_n}: use "
             "hypergrad.deq_solve (matrix-free) or raise max_n."
         )
+    check_dense("deq_exact's dense I − ∂ₓΦ_K(x̂) and its solve", n, n, x_star.dtype,
+                x_star.device, copies=4,
+                alternative="use hypergrad.deq_solve (matrix-free adjoint solve)")  # fmt: skip
     lin = _at_fixed_point(step, theta, x_star, K, lin)
     A = jacobian_x(unroll(step, K), x_star, theta)
     if not torch.isfinite(A).all():
@@ -489,10 +507,13 @@ def retune_last_block(
     .. math:: g^R = ∂_xL(x_{KT})ᵀ ∂_θΦ_K(x_{K(T−1)}, θ), \qquad x_{KT} = Φ_K(x_{K(T−1)}, θ)
 
     :func:`retune` and :func:`~retune_suite.operators.hypergrad.estimate` (adaptive T) share it.
+    A step that offers fused blocks (:mod:`~retune_suite.operators.fused_blocks`) runs the
+    block as its ``last_block`` (one pass forward, its own VJP backward); otherwise autograd
+    records the K steps (:class:`Linearisation`).
     """
-    lin = Linearisation(step, theta, x_prev, K)
+    lin = _FusedLastBlock.of(step, theta, x_prev, K) or Linearisation(step, theta, x_prev, K)
     x_KT = lin.out.detach()
-    if not torch.isfinite(x_KT).all():
+    if not all_finite(x_KT):
         raise NotContractiveError(
             "retune: the last block produced NaN/inf: the step is not contractive at this θ; "
             "reduce the step size or check the step"
@@ -500,6 +521,30 @@ def retune_last_block(
     w = loss_gradient(_objective(loss, readout, theta), x_KT)
     grad = lin.adjoint_theta(w, allow_unused=readout is not None)
     return _finished(_with_direct(grad, theta, loss, readout, x_KT), "retune"), x_KT
+
+
+class _FusedLastBlock:
+    """Φ_K(x, θ) by the step's fused ``last_block``: the ``out``/``adjoint_theta`` of a
+    :class:`Linearisation` (θ-products only, once)."""
+
+    def __init__(self, theta: Theta, leaves: tuple[torch.Tensor, ...], out: torch.Tensor):
+        self.theta, self.leaves, self.out = theta, leaves, out
+
+    @classmethod
+    def of(cls, step: Step, theta: Theta, x: torch.Tensor, K: int) -> _FusedLastBlock | None:
+        fused = find_fused(step)
+        if fused is None:
+            return None
+        leaves = fresh_leaves(theta)
+        with torch.enable_grad(), block_scope():
+            out = fused.last_block(x.detach(), like(theta, leaves), K)
+        return None if out is None else cls(theta, leaves, out)
+
+    def adjoint_theta(self, w: torch.Tensor, *, allow_unused: bool = False) -> Theta:
+        grads = torch.autograd.grad(self.out, self.leaves, w, allow_unused=True)
+        if allow_unused:
+            return like(self.theta, grads)  # type: ignore[arg-type]
+        return like(self.theta, _grads_or_raise(grads, self.leaves))
 
 
 def unrolled(
@@ -516,7 +561,12 @@ def unrolled(
 
     .. math:: g^{KT}(θ) = ∂_θ\,[L ∘ Φ_K^T(x_0, ·)](θ)
 
-    Memory grows linearly with K·T (every step is stored for the backward pass).
+    Memory grows linearly with K·T (every step is stored for the backward pass): before
+    the loop, and again after three blocks with the graph of one block measured, the graph
+    is sized against the memory limit and refused with
+    :class:`~retune_suite.operators.errors.MemoryGuardError` when it cannot fit
+    (:class:`~retune_suite.operators.memory.GraphGuard`; :func:`retune` needs the memory of
+    one block whatever T). A loop estimated at more than 10 s logs its progress at level INFO.
     """
     check_count(K, "K")
     check_count(T, "T")
@@ -525,7 +575,9 @@ def unrolled(
     with torch.enable_grad():
         x = x0.detach()
         th = like(theta, leaves)
-        Phi = unroll(step, K)
+        Phi = GraphGuard(unroll(step, K), x, K, T, what="hypergrad.unrolled's graph",
+                         alternative="use hypergrad.retune (the memory of one block, whatever "
+                         "T), or smaller K·T")  # fmt: skip
         x, residuals = unroll_blocks(Phi, x, th, T)
         if not torch.isfinite(x).all():
             raise NotContractiveError(

@@ -40,7 +40,7 @@ from ..hypergrad import Readout
 from ..theta import Loss, Step, Theta, as_tuple
 from .physics import TASKS, make_forward_model
 
-__all__ = ["PRIORS", "TASKS", "Section4Problem", "build"]
+__all__ = ["PRIORS", "TASKS", "Section4Problem", "build", "image_loss"]
 
 PRIORS = ("wavelet-B", "wavelet-BC", "pnp-sigma-tau", "pnp-weights", "foe")
 ALIASES = {"pnp": "pnp-sigma-tau"}
@@ -222,16 +222,46 @@ def _wavelet(
     as_tuple(theta)
     loss = None
     if clean is not None:
-        w0 = fb.weights(theta).detach()
-        synthesis = fb.D.synthesis
-
-        def loss(u: torch.Tensor) -> torch.Tensor:
-            """½‖Dᵀθ₀⁻¹u − x̄‖², θ₀ frozen."""
-            return 0.5 * ((synthesis(u / w0) - clean) ** 2).sum()
+        loss = image_loss(fb, theta, clean)
 
     return Section4Problem(
         task, prior, physics, y, clean, fb.step, theta, fb.initial(), loss, fb.estimate, fb
     )
+
+
+def image_loss(fb, theta: Theta, clean: torch.Tensor, *, domain: str | None = None) -> Loss:
+    r"""L(u) = ½‖Dᵀθ₀⁻¹u − x̄‖², θ₀ = ``theta`` frozen: the loss of the wavelet priors.
+
+    Since D is orthonormal (DᵀD = DDᵀ = Id, :mod:`.wavelet`),
+
+    .. math:: \tfrac12‖Dᵀ(u/θ₀) − x̄‖_2^2 = \tfrac12‖u/θ₀ − D x̄‖_2^2,
+
+    so the loss needs no transform once Dx̄ is computed: ``domain="wavelet"`` (the default for
+    denoising, where the step has no transform either, so a loss gradient is one elementwise
+    pass instead of Dᵀ and D) evaluates the right-hand side, ``domain="image"`` (the default
+    for the other tasks, whose steps apply D anyway) the left-hand side. The two agree to
+    rounding (tests/test_fused.py: 1e-13 relative in float64).
+    """
+    if domain is None:
+        domain = "wavelet" if fb.model is None else "image"
+    w0 = fb.weights(theta).detach()
+    if domain == "wavelet":
+        target = fb.D.analysis(clean).detach()
+
+        def loss(u: torch.Tensor) -> torch.Tensor:
+            """½‖θ₀⁻¹u − Dx̄‖², θ₀ frozen (= ½‖Dᵀθ₀⁻¹u − x̄‖², D orthonormal)."""
+            return 0.5 * ((u / w0 - target) ** 2).sum()
+
+        return loss
+    if domain != "image":
+        raise InvalidInputError(f"domain must be 'wavelet' or 'image', got {domain!r}.")
+    synthesis = fb.D.synthesis
+
+    def loss(u: torch.Tensor) -> torch.Tensor:
+        """½‖Dᵀθ₀⁻¹u − x̄‖², θ₀ frozen."""
+        return 0.5 * ((synthesis(u / w0) - clean) ** 2).sum()
+
+    return loss
 
 
 def _foe(

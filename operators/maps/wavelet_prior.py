@@ -33,6 +33,11 @@ import torch.autograd.forward_ad as forward_ad
 from ..compiled import compile_backend, compile_function
 from ..errors import InvalidInputError
 from ..memo import memoize
+from .packed_prox import (
+    _group_norm_sq,  # noqa: F401  (re-exported: the kernel tests use it)
+    prox_l12,
+    records_graph,
+)
 from .wavelet import Wavelet2D
 
 PRIORS = ("B", "BC")
@@ -152,49 +157,27 @@ class WaveletFB:
         values are identical bit for bit and the graph's gradients are those of the eager
         step (tests/test_wavelet_prior.py).
         """
-        sq = u * u
-        if self.prior == "BC":
-            sq = sq.sum(dim=1, keepdim=True)
-        tiny = torch.finfo(u.dtype).tiny
-        hw = self._detail_hw()
-        if fused is None:
-            fused = not _records_graph(u, t)
-        if not fused:
-            norms = torch.cat([_group_norm_sq(sq, h, w).flatten(-2) for h, w in hw], dim=-1)
-            # clamp_min keeps t/‖·‖ finite (and its gradient 0) where a group is 0; the
-            # factor is 0 there anyway.
-            flat = torch.relu(1 - t * torch.rsqrt(norms.clamp_min(tiny)))
-            factors, start = [], 0
-            for h, w in hw:
-                f = flat[..., start : start + h * w].unflatten(-1, (h, w))
-                factors.append(f.unsqueeze(-3).expand(*f.shape[:-2], 3, h, w))
-                start += h * w
-            ones = torch.ones((1, 1, *self._approx_hw()), device=u.device, dtype=u.dtype)
-            return u * self.D.pack(ones, factors)
-        flat = sq.new_empty(*sq.shape[:-2], sum(h * w for h, w in hw))
-        views, start = [], 0
-        for h, w in hw:
-            view = flat[..., start : start + h * w].unflatten(-1, (h, w))
-            torch.add(sq[..., h : 2 * h, :w], sq[..., :h, w : 2 * w], out=view)
-            view.add_(sq[..., h : 2 * h, w : 2 * w])
-            views.append(view)
-            start += h * w
-        # relu(1 − t·rsqrt(max(n, tiny))), the same roundings as the graph form
-        flat.clamp_min_(tiny).rsqrt_().mul_(t).neg_().add_(1).relu_()
-        out = u if inplace else u.clone()
-        for (h, w), f in zip(hw, views, strict=True):
-            # rows [h, 2h) hold cH | cD side by side: one product for both
-            out[..., h : 2 * h, : 2 * w].unflatten(-1, (2, w)).mul_(f.unsqueeze(-2))
-            out[..., :h, w : 2 * w].mul_(f)
-        return out
+        return prox_l12(u, t, self.prior, self.levels, self.D.pack, inplace=inplace, fused=fused)
 
     def step(self, u: torch.Tensor, theta: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
-        """φ(u, θ), eq. (51)."""
+        """φ(u, θ), eq. (51).
+
+        For denoising, where a fused kernel exists (:mod:`.fused`: C++ on the CPU, Triton on
+        CUDA) it runs the step as a block of one: without a graph, the kernel itself (the same
+        iterate bit for bit on the CPU); with one, :class:`.fused.DenoiseBlock` (the kernel's
+        VJP backward). Under forward-mode AD or a torch.func transform, with ``compile`` on,
+        or with the kernels off (``$RETUNE_FUSED=0``), the eager step runs.
+        """
         if self.model is None:
             # u − τ(θ⁻¹u − Dy)/θ = u(1 − τ/θ²) + (τ/θ)Dy: one pass over u
             tau, scale, shift = memoize(self, "denoising", theta, lambda: self._maps(theta))
             if self._backend is not None:
                 return self._kernel("denoise")(u, scale, shift, tau)
+            blocks = DenoisingBlocks(self)
+            if blocks.available(u.device):
+                out = blocks.apply(u, scale, shift, tau, 1)
+                if out is not None:
+                    return out
             return self._prox(torch.addcmul(shift, u, scale), tau, inplace=True)
         w, tau, shift = memoize(self, "general", theta, lambda: self._maps(theta))
         x = self.D.synthesis(u / w)
@@ -202,6 +185,16 @@ class WaveletFB:
         if self._backend is not None:
             return self._kernel("prox")(u - tau * grad + shift, tau)
         return self._prox(u - tau * grad + shift, tau, inplace=True)
+
+    @property
+    def fused_blocks(self) -> DenoisingBlocks | None:
+        """The fused K-step blocks of the denoising step (:mod:`~..fused_blocks`): the C++
+        kernel on the CPU, Triton on CUDA (:mod:`.fused`). None where there is none: a
+        forward model in the loop (D and Dᵀ at every step), ``compile`` on, or no kernel for
+        this platform (``$RETUNE_FUSED=0``, no compiler): the loops then run :meth:`step`."""
+        if self.model is not None or self._backend is not None:
+            return None
+        return DenoisingBlocks(self)
 
     def _kernel(self, name: str):
         """The compiled denoising step ((u, 1 − τ/θ², (τ/θ)Dy, τ) -> φ) or prox ((v, τ) ->
@@ -255,14 +248,77 @@ class WaveletFB:
         return [(H >> (j + 1), W >> (j + 1)) for j in range(self.levels)]
 
 
-def _group_norm_sq(sq: torch.Tensor, h: int, w: int) -> torch.Tensor:
-    """Σ over the three bands of one level (cH, cV, cD) of the packed squares ``sq``."""
-    return sq[..., h : 2 * h, :w] + sq[..., :h, w : 2 * w] + sq[..., h : 2 * h, w : 2 * w]
+class DenoisingBlocks:
+    r"""Φ_K of the denoising step (51) by the fused kernels (:mod:`.fused`), for the loops.
 
+    ``block`` runs K steps in one kernel call (iterates equal to K calls of
+    :meth:`WaveletFB.step`, bit for bit on the CPU) and returns the squared block residual per
+    sample; ``last_block`` is :class:`.fused.DenoiseBlock` on the θ-maps built with their
+    graph, so the gradient of a loss reaches θ through the kernel's VJP and the autograd graph
+    of (1 − τ/θ², (τ/θ)Dy). Both return None (the loop runs the step) for an x the kernel
+    does not take (not y's shape, dtype or device), when no kernel is available for x's
+    device, and (``block``) when a graph is recorded or (``last_block``) under forward-mode AD
+    or a torch.func transform.
+    """
 
-def _records_graph(*tensors: torch.Tensor) -> bool:
-    """Whether an operation on ``tensors`` may be recorded: autograd (a tensor that requires
-    grad, with grad mode on), forward-mode AD or a torch.func transform."""
-    if torch._C._are_functorch_transforms_active() or forward_ad._current_level >= 0:
-        return True
-    return torch.is_grad_enabled() and any(t.requires_grad for t in tensors)
+    def __init__(self, fb: WaveletFB):
+        self.fb = fb
+        self.step = fb.step
+
+    def available(self, device: torch.device) -> bool:
+        """A fused kernel runs the denoising step on ``device`` (:func:`.fused.backend`)."""
+        from . import fused
+
+        fb = self.fb
+        H, W = fb.y.shape[-2:]
+        if fb.model is not None or fb._backend is not None:
+            return False
+        if H % (1 << fb.levels) or W % (1 << fb.levels):
+            return False
+        return fused.backend(device) != "eager"
+
+    def _fits(self, x: torch.Tensor, theta) -> bool:
+        y = self.fb.y
+        if not isinstance(x, torch.Tensor) or x.shape != y.shape or x.dtype != y.dtype:
+            return False
+        if x.device != y.device or not isinstance(theta, tuple | list) or len(theta) != 2:
+            return False
+        return self.available(x.device)
+
+    def _maps(self, theta) -> tuple[torch.Tensor, ...]:
+        return memoize(self.fb, "denoising", theta, lambda: self.fb._maps(theta))
+
+    def apply(
+        self, x: torch.Tensor, scale: torch.Tensor, shift: torch.Tensor, tau: torch.Tensor, K: int
+    ) -> torch.Tensor | None:
+        """K steps from x given the θ-maps: the kernel (no graph recorded), or
+        :class:`.fused.DenoiseBlock` (a graph), or None (a transform, or an x it does not take).
+        """
+        from . import fused
+
+        y, fb = self.fb.y, self.fb
+        if x.shape != y.shape or x.dtype != y.dtype or x.device != y.device:
+            return None
+        if torch._C._are_functorch_transforms_active() or forward_ad._current_level >= 0:
+            return None
+        if torch.is_grad_enabled() and (x.requires_grad or scale.requires_grad
+                                        or shift.requires_grad):  # fmt: skip
+            return fused.DenoiseBlock.apply(x, scale, shift, tau.detach(), fb.prior, fb.levels, K)
+        return fused.denoise_block(x, scale, shift, tau, prior=fb.prior, levels=fb.levels, K=K)[0]
+
+    def block(self, x: torch.Tensor, theta, K: int) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """(Φ_K(x, θ), Σ(Φ_K(x, θ) − x)² per sample) without a graph, or None."""
+        from . import fused
+
+        if not self._fits(x, theta) or records_graph(x, *theta):
+            return None
+        tau, scale, shift = self._maps(theta)
+        fb = self.fb
+        return fused.denoise_block(x, scale, shift, tau, prior=fb.prior, levels=fb.levels, K=K)
+
+    def last_block(self, x: torch.Tensor, theta, K: int) -> torch.Tensor | None:
+        """Φ_K(x, θ) with a first-order graph whose backward is the fused VJP, or None."""
+        if not self._fits(x, theta):
+            return None
+        tau, scale, shift = self._maps(theta)
+        return self.apply(x, scale, shift, tau, K)

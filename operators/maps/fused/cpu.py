@@ -1,0 +1,117 @@
+r"""The C++ kernel of the denoising block (``denoise_cpu.cpp``), built once and cached.
+
+:func:`load` compiles ``denoise_cpu.cpp`` with :func:`torch.utils.cpp_extension.load`
+(``-O3 -march=native -ffp-contract=off -fno-math-errno -fopenmp``; ninja drives the build) into
+torch's extension cache (``$TORCH_EXTENSIONS_DIR``, default ``~/.cache/torch_extensions``),
+under a name that carries a hash of the source, the flags and the CPU's instruction-set flags,
+so a changed source or another CPU builds afresh and a built module is reused by every later
+process. A build that fails (no compiler, no ninja, no headers) is logged once, on the
+``retune_suite.operators.maps.fused`` logger, and :func:`load` returns None: the callers then
+run the eager step.
+
+``-fno-math-errno`` lets the compiler vectorise the square root (without it every √ keeps a
+scalar call that may set ``errno``); ``-ffp-contract=off`` keeps ``a + b·c`` as two roundings,
+as ATen's vectorised kernels compute it, so the iterates equal the eager step's bit for bit.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import logging
+import os
+import shutil
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from types import ModuleType
+
+__all__ = ["FLAGS", "SOURCE", "build_seconds", "load"]
+
+logger = logging.getLogger("retune_suite.operators.maps.fused")
+
+SOURCE = Path(__file__).with_name("denoise_cpu.cpp")
+FLAGS = ("-O3", "-march=native", "-ffp-contract=off", "-fno-math-errno", "-fopenmp")
+
+_MODULE: ModuleType | None = None
+_FAILED: str | None = None
+_BUILD_SECONDS: float | None = None
+
+
+def _cpu_flags() -> str:
+    """The instruction-set flags of this CPU (``-march=native`` depends on them)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith(("flags", "Features")):
+                return line
+    except OSError:
+        pass
+    return os.uname().machine
+
+
+def _name() -> str:
+    digest = hashlib.sha256()
+    digest.update(SOURCE.read_bytes())
+    digest.update(" ".join(FLAGS).encode())
+    digest.update(_cpu_flags().encode())
+    return f"retune_fused_denoise_{digest.hexdigest()[:12]}"
+
+
+@contextlib.contextmanager
+def _ninja_on_path() -> Iterator[None]:
+    """The ninja of the ``ninja`` wheel on PATH while the build runs, when the environment's
+    scripts folder is not on PATH (a virtual environment's python run without activating it);
+    PATH is restored afterwards."""
+    if shutil.which("ninja") is not None:
+        yield
+        return
+    try:
+        import ninja
+    except ImportError:
+        yield
+        return
+    previous = os.environ.get("PATH")
+    os.environ["PATH"] = os.pathsep.join(p for p in (ninja.BIN_DIR, previous) if p)
+    try:
+        yield
+    finally:
+        if previous is None:
+            os.environ.pop("PATH", None)
+        else:
+            os.environ["PATH"] = previous
+
+
+def load() -> ModuleType | None:
+    """The compiled module (built on the first call of the process, from the cache after the
+    first build on a machine), or None when it cannot be built (logged once)."""
+    global _MODULE, _FAILED, _BUILD_SECONDS
+    if _MODULE is not None or _FAILED is not None:
+        return _MODULE
+    start = time.perf_counter()
+    try:
+        from torch.utils import cpp_extension
+
+        with _ninja_on_path():
+            module = cpp_extension.load(
+                name=_name(),
+                sources=[str(SOURCE)],
+                extra_cflags=list(FLAGS),
+                extra_ldflags=["-fopenmp"],
+                verbose=False,
+            )
+    except Exception as error:
+        _FAILED = f"{type(error).__name__}: {str(error).strip().splitlines()[-1][:300]}"
+        logger.warning(
+            "the C++ kernel of the wavelet denoising step could not be built (%s); the eager "
+            "PyTorch step runs instead (same results, slower)",
+            _FAILED,
+        )
+        return None
+    _BUILD_SECONDS = time.perf_counter() - start
+    _MODULE = module
+    return module
+
+
+def build_seconds() -> float | None:
+    """Seconds the first :func:`load` of this process took (a cold build or a cache hit)."""
+    return _BUILD_SECONDS
