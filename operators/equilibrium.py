@@ -69,6 +69,7 @@ from .iteration import (
 )
 from .linsolve import gmres
 from .memo import block_scope
+from .memory import GraphGuard
 from .theta import Step, Theta, as_tuple, check_count, check_point, detached
 
 __all__ = ["BACKWARDS", "DEQ", "FORWARD_SOLVERS", "equilibrium"]
@@ -485,7 +486,15 @@ def _restarted(
             with torch.no_grad():
                 history.append(torch.linalg.vector_norm(x - x_prev).item())
         else:
-            x, (history, start, last) = unroll_blocks(Phi, x0.detach(), theta, T)
+            guarded = GraphGuard(
+                Phi,
+                x0,
+                K,
+                T,
+                what="equilibrium(backward='unrolled')'s graph",
+                alternative="use backward='retune' (the memory of one block, whatever T)",
+            )
+            x, (history, start, last) = unroll_blocks(guarded, x0.detach(), theta, T)
     if not all(math.isfinite(r) for r in history):
         raise NotContractiveError(
             f"equilibrium(backward={backward!r}): the iteration produced NaN/inf: Φ_K is not "

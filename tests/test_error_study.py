@@ -598,10 +598,18 @@ def test_measure_cost_warms_up_and_takes_the_median_of_repeats():
 
 
 def test_retune_and_unrolled_memory_is_that_of_their_graphs(tmp_path):
-    """ReTune carries the graph of its last K steps, so its peak is at least K·n·itemsize
-    (one saved n-element tensor per step); unrolled carries K·T steps and costs more. With
-    the RSS baseline of earlier versions ReTune read 4096 bytes here (0.004 MiB at 256²)."""
-    run_errors(ErrorStudyConfig(**SMALL, out=str(tmp_path / "run")))
+    """On the eager path ReTune carries the graph of its last K steps, so its peak is at
+    least K·n·itemsize (one saved n-element tensor per step); unrolled carries K·T steps and
+    costs more. With the RSS baseline of earlier versions ReTune read 4096 bytes here (0.004
+    MiB at 256²). The fused last block (retune_suite.operators.maps.fused) keeps only its
+    start and recomputes the K states in its VJP: its peak does not grow with K."""
+    from retune_suite.operators.maps import fused
+
+    fused.set_enabled(False)
+    try:
+        run_errors(ErrorStudyConfig(**SMALL, out=str(tmp_path / "run")))
+    finally:
+        fused.set_enabled(None)
     frame = pd.read_csv(tmp_path / "run" / "metrics.csv")
     rows = frame[frame.estimator != "constants"]
     assert rows[COST_COLUMNS].notna().all().all()
@@ -618,6 +626,12 @@ def test_retune_and_unrolled_memory_is_that_of_their_graphs(tmp_path):
     # the graph of Φ_K grows with K: ReTune at K = 3 above ReTune at K = 1 (same T)
     retune = rows[(rows.estimator == "retune") & (rows["T"] == 2)].set_index("K").peak_mib
     assert retune[3] > retune[1]
+    if fused.backend("cpu") == "eager":
+        return  # no kernel on this machine: the default path is the eager one above
+    run_errors(ErrorStudyConfig(**SMALL, out=str(tmp_path / "fused")))
+    kernel = pd.read_csv(tmp_path / "fused" / "metrics.csv")
+    fused_retune = kernel[(kernel.estimator == "retune") & (kernel["T"] == 2)].set_index("K")
+    assert fused_retune.peak_mib[3] == fused_retune.peak_mib[1] < retune[1]
 
 
 def test_resume_of_a_run_with_the_old_time_and_memory_columns(tmp_path):

@@ -101,6 +101,19 @@ def test_unrolled_with_K_T_1e7_on_n_3_refuses_before_any_step():
     assert step.calls == 0
 
 
+def test_equilibrium_unrolled_refuses_before_any_step():
+    """The layer's unrolled backward records the same K·T graph and is sized the same way."""
+    from retune_suite.operators import equilibrium
+
+    step = Counting(3)
+    theta = torch.full((3,), 0.5, dtype=F64, requires_grad=True)
+    with limit_memory("4GiB"), pytest.raises(MemoryGuardError) as caught:
+        equilibrium(step, theta, torch.zeros(3, dtype=F64), K=1, T=10**7, backward="unrolled")
+    assert "equilibrium(backward='unrolled')'s graph" in str(caught.value)
+    assert "backward='retune'" in str(caught.value)
+    assert step.calls == 0
+
+
 def test_unrolled_measures_a_block_and_refuses_a_graph_of_large_steps():
     # each step saves its 80 kB iterate: the lower estimate per step (graph nodes only) fits
     # in 1 GiB for T = 10⁵, the measured third block does not (T × 80 kB = 8 GB)

@@ -575,9 +575,15 @@ def unrolled(
     with torch.enable_grad():
         x = x0.detach()
         th = like(theta, leaves)
-        Phi = GraphGuard(unroll(step, K), x, K, T, what="hypergrad.unrolled's graph",
-                         alternative="use hypergrad.retune (the memory of one block, whatever "
-                         "T), or smaller K·T")  # fmt: skip
+        Phi = GraphGuard(
+            unroll(step, K),
+            x,
+            K,
+            T,
+            what="hypergrad.unrolled's graph",
+            alternative="use hypergrad.retune (the memory of one block, whatever T), or "
+            "smaller K·T",
+        )
         x, residuals = unroll_blocks(Phi, x, th, T)
         if not torch.isfinite(x).all():
             raise NotContractiveError(
