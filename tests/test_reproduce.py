@@ -565,6 +565,46 @@ def test_step_gives_exactly_the_hypergrad_estimator(estimator, model):
     assert "readout" in est.certificate_source["reason"]
 
 
+@pytest.mark.parametrize("estimator", ["retune", "unrolled", "jfb"])
+@pytest.mark.parametrize("model", ["wavelet-B", "wavelet-BC"])
+def test_training_loss_in_the_wavelet_domain_gives_the_image_domain_gradient(estimator, model):
+    """Section4Problem.mse: for wavelet denoising the pair (mean((w − Dx̄)²), θ⁻¹u) gives the
+    gradient, loss and per-image PSNR of (mean((x − x̄)²), Dᵀθ⁻¹u) to rounding (D orthonormal),
+    without the transforms; elsewhere it is that image-domain pair."""
+    from retune_suite.experiments.common.metrics import psnr
+    from retune_suite.experiments.reproduce import train as tr
+    from retune_suite.operators.maps import section4
+    from retune_suite.operators.theta import flat
+
+    _, p, theta, clean = _batch(model)
+    K, T = 2, 3
+    settings = tr.TrainSettings(estimator=estimator, fixed_point_rtol=1e-12)
+    mse = p.mse(clean)
+    assert mse.readout is not p.readout and mse.reference.shape == clean.shape
+
+    def image_loss(x):
+        return torch.mean((x - clean) ** 2)
+
+    ours = tr.hypergradient(
+        settings, p.step, theta, p.x0, mse.loss, K, T, mse.readout, delta=p.delta(K)
+    )
+    image = tr.hypergradient(
+        settings, p.step, theta, p.x0, image_loss, K, T, p.readout, delta=p.delta(K)
+    )
+    a, b = flat(tuple(ours.grad)), flat(tuple(image.grad))
+    assert torch.linalg.vector_norm(b) > 0
+    assert torch.linalg.vector_norm(a - b) <= 1e-12 * torch.linalg.vector_norm(b)
+    seen, x = mse.readout(ours.x, theta), p.readout(ours.x, theta)
+    assert torch.allclose(mse.loss(seen), image_loss(x), rtol=1e-12, atol=0)
+    assert torch.allclose(psnr(seen, mse.reference), psnr(x, clean), rtol=1e-12, atol=0)
+    # no shortcut where D is not the whole step: the image-domain pair itself
+    inpaint = section4.build("inpaint", model, clean=clean, seed=0)
+    pair = inpaint.mse(clean)
+    assert pair.readout is inpaint.readout and pair.reference is clean
+    with pytest.raises(InvalidInputError, match="shape"):
+        p.mse(clean[:, :1])
+
+
 def _same(a, b) -> bool:
     """θ-structured gradients equal bit for bit, leaf by leaf."""
     from retune_suite.operators.theta import as_tuple

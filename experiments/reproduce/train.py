@@ -627,23 +627,26 @@ def train_unit(
             idx = batch_indices(index, n, settings.batch, settings.seed).to(device)
             clean, y = data.clean[idx], data.y[idx]
             p = problem.section4(y, theta)
-            step, x0, readout = p.step, p.x0, p.readout
+            step, x0 = p.step, p.x0
             delta = p.delta(unit.K)
 
             def loss(x: torch.Tensor, clean: torch.Tensor = clean) -> torch.Tensor:
+                """mean((x − x̄)²) of the image x = R(u, θ): the inspector's form of the loss."""
                 return torch.mean((x - clean) ** 2)
 
             started = time.perf_counter()
+            # the same loss, in the wavelet domain for wavelet denoising (Section4Problem.mse)
+            mse = p.mse(clean)
             est = hypergradient(
-                settings, step, theta, x0, loss, unit.K, unit.T, readout, delta=delta
+                settings, step, theta, x0, mse.loss, unit.K, unit.T, mse.readout, delta=delta
             )
             grad = est.grad
             if inspect is not None:  # not counted in the step's seconds
                 inspected = time.perf_counter()
                 inspect(unit, index + 1, theta, p, loss, est)
                 started += time.perf_counter() - inspected
-            with torch.no_grad():  # the image the loss saw, at the θ of this step
-                image = est.x if readout is None else readout(est.x, theta)
+            with torch.no_grad():  # the estimate the loss saw, at the θ of this step
+                seen = est.x if mse.readout is None else mse.readout(est.x, theta)
             for leaf, g in zip(leaves, as_tuple(grad), strict=True):
                 leaf.grad = g.detach()
             optimizer.step()
@@ -660,8 +663,8 @@ def train_unit(
                 "T": unit.T,
                 "step": index + 1,
                 "epoch": index // (n // settings.batch) + 1,
-                "psnr": float(psnr(image, clean).mean()),
-                "loss": float(torch.mean((image - clean) ** 2)),
+                "psnr": float(psnr(seen, mse.reference).mean()),
+                "loss": float(mse.loss(seen)),
                 "grad_norm": gnorm,
                 "certificate": math.nan if est.certificate is None else est.certificate,
                 "certificate_status": est.certificate_source.get("status", "none"),

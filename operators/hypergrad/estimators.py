@@ -85,19 +85,24 @@ def loss_gradient(loss: Loss, x: torch.Tensor) -> torch.Tensor:
     """∂_xL(x), checking that ``loss`` returns a finite scalar that depends on x."""
     z = x.detach().requires_grad_(True)
     with torch.enable_grad():
-        value = loss(z)
-        if not isinstance(value, torch.Tensor) or value.numel() != 1:
-            raise InvalidInputError(
-                "loss(x) must return a scalar tensor: reduce it with .sum() or .mean()."
-            )
-        if not torch.isfinite(value).all():
-            raise InvalidInputError("loss(x) is NaN or inf at the given point: check the data.")
-        if not value.requires_grad:
-            raise InvalidInputError(
-                "loss(x) does not depend on x (no gradient path): do not detach x inside loss."
-            )
-        (grad,) = torch.autograd.grad(value.reshape(()), z)
+        value = _checked_loss(loss(z))
+        (grad,) = torch.autograd.grad(value, z)
     return grad
+
+
+def _checked_loss(value: object) -> torch.Tensor:
+    """The loss value as a 0-d tensor, after checking it is a finite scalar with a graph."""
+    if not isinstance(value, torch.Tensor) or value.numel() != 1:
+        raise InvalidInputError(
+            "loss(x) must return a scalar tensor: reduce it with .sum() or .mean()."
+        )
+    if not torch.isfinite(value).all():
+        raise InvalidInputError("loss(x) is NaN or inf at the given point: check the data.")
+    if not value.requires_grad:
+        raise InvalidInputError(
+            "loss(x) does not depend on x (no gradient path): do not detach x inside loss."
+        )
+    return value.reshape(())
 
 
 def _grads_or_raise(
@@ -116,33 +121,41 @@ def _grads_or_raise(
 Readout = Callable[[torch.Tensor, Theta], torch.Tensor]
 
 
-def _objective(loss: Loss, readout: Readout | None, theta: Theta) -> Loss:
-    """L ∘ R(·, θ) with θ held fixed: the loss as a function of the iterate."""
+def objective_gradients(
+    loss: Loss, readout: Readout | None, theta: Theta, point: torch.Tensor
+) -> tuple[torch.Tensor, tuple[torch.Tensor | None, ...] | None]:
+    r"""∂_u[L(R(u, θ))] and the read-out's direct term ∂_θ[L(R(u, θ))] at u = ``point``, from
+    one forward and one backward pass of L ∘ R (without a read-out: ∂_xL and None).
+
+    Every estimator with a read-out needs both at the same point: the first is the w of its
+    vector-Jacobian product, the second is added by :func:`_add_direct`. Taken together they
+    cost one pass of L ∘ R and its backward instead of two (for the wavelet read-out Dᵀθ⁻¹u:
+    one synthesis and one analysis fewer per gradient). Checks the loss as
+    :func:`loss_gradient` does.
+    """
     if readout is None:
-        return loss
-    fixed = like(theta, tuple(t.detach() for t in as_tuple(theta)))
-    return lambda u: loss(readout(u, fixed))
+        return loss_gradient(loss, point), None
+    z = point.detach().requires_grad_(True)
+    leaves = fresh_leaves(theta)
+    with torch.enable_grad():
+        value = _checked_loss(loss(readout(z, like(theta, leaves))))
+        w, *direct = torch.autograd.grad(value, (z, *leaves), allow_unused=True)
+    if w is None:
+        raise InvalidInputError(
+            "loss(x) does not depend on x (no gradient path): do not detach x inside loss."
+        )
+    return w, tuple(direct)
 
 
-def _with_direct(
-    grad: Theta, theta: Theta, loss: Loss, readout: Readout | None, point: torch.Tensor
-) -> Theta:
-    """Add the read-out's direct term ∂_θ[L(R(u, θ))] at fixed u (nothing without a read-out).
+def _add_direct(grad: Theta, theta: Theta, direct: tuple[torch.Tensor | None, ...] | None) -> Theta:
+    """Add the read-out's direct term (:func:`objective_gradients`; None: no read-out).
 
     An entry of ``grad`` that is None (θ entry the step does not use: a read-out-only
     parameter) gets the direct term alone; one that neither the step nor the read-out uses is
     refused (:class:`InvalidInputError`), as without a read-out.
     """
-    if readout is None:
+    if direct is None:
         return grad
-    leaves = fresh_leaves(theta)
-    with torch.enable_grad():
-        value = loss(readout(point.detach(), like(theta, leaves)))
-        direct = (
-            torch.autograd.grad(value.reshape(()), leaves, allow_unused=True)
-            if value.requires_grad
-            else (None,) * len(leaves)
-        )
     total = []
     grads = (grad,) if grad is None or isinstance(grad, torch.Tensor) else tuple(grad)
     for i, (g, d) in enumerate(zip(grads, direct, strict=True)):
@@ -276,9 +289,9 @@ def jfb(
     ``lin`` (from :func:`linearise`) reuses a linearisation of Φ_K at x̂.
     """
     lin = _at_fixed_point(step, theta, x_star, K, lin)
-    w = loss_gradient(_objective(loss, readout, theta), x_star)
+    w, direct = objective_gradients(loss, readout, theta, x_star)
     grad = lin.adjoint_theta(w, allow_unused=readout is not None)
-    return _finished(_with_direct(grad, theta, loss, readout, x_star), "jfb")
+    return _finished(_add_direct(grad, theta, direct), "jfb")
 
 
 def deq_neumann(
@@ -300,9 +313,10 @@ def deq_neumann(
     """
     check_count(P, "P")
     lin = _at_fixed_point(step, theta, x_star, K, lin)
-    total = neumann_sum(lin, loss_gradient(_objective(loss, readout, theta), x_star), P)
+    w, direct = objective_gradients(loss, readout, theta, x_star)
+    total = neumann_sum(lin, w, P)
     grad = lin.adjoint_theta(total, allow_unused=readout is not None)
-    return _finished(_with_direct(grad, theta, loss, readout, x_star), "deq_neumann")
+    return _finished(_add_direct(grad, theta, direct), "deq_neumann")
 
 
 def neumann_sum(lin: Linearisation, v: torch.Tensor, P: int) -> torch.Tensor:
@@ -347,7 +361,8 @@ def deq_exact(
     if not torch.isfinite(A).all():
         raise NotContractiveError("∂_xΦ_K(x̂) holds NaN or inf: check the step at x_star.")
     eye = torch.eye(n, dtype=A.dtype, device=A.device)
-    v = loss_gradient(_objective(loss, readout, theta), x_star).reshape(-1)
+    v, direct = objective_gradients(loss, readout, theta, x_star)
+    v = v.reshape(-1)
     # solve_ex reports a singular matrix in `info` instead of raising torch's _LinAlgError
     w, info = torch.linalg.solve_ex((eye - A).T, v.unsqueeze(1))
     if info.item() != 0 or not torch.isfinite(w).all():
@@ -357,7 +372,7 @@ def deq_exact(
             "or check that Assumption 1 holds"
         )
     grad = lin.adjoint_theta(w.reshape(x_star.shape), allow_unused=readout is not None)
-    return _finished(_with_direct(grad, theta, loss, readout, x_star), "deq_exact")
+    return _finished(_add_direct(grad, theta, direct), "deq_exact")
 
 
 def deq_solve(
@@ -391,11 +406,11 @@ def deq_solve(
     """
     tol = check_solve(method, x_star, tol)
     lin = _at_fixed_point(step, theta, x_star, K, lin)
-    v = loss_gradient(_objective(loss, readout, theta), x_star)
+    v, direct = objective_gradients(loss, readout, theta, x_star)
     w, history, vjps = adjoint_solve(lin, v, tol=tol, method=method, maxiter=maxiter,
                                      restart_every=restart_every)  # fmt: skip
     grad = lin.adjoint_theta(w, allow_unused=readout is not None)
-    grad = _finished(_with_direct(grad, theta, loss, readout, x_star), "deq_solve")
+    grad = _finished(_add_direct(grad, theta, direct), "deq_solve")
     if return_stats:
         stats = IterationStats(
             residuals=torch.tensor(history, dtype=torch.float64),
@@ -518,9 +533,9 @@ def retune_last_block(
             "retune: the last block produced NaN/inf: the step is not contractive at this θ; "
             "reduce the step size or check the step"
         )
-    w = loss_gradient(_objective(loss, readout, theta), x_KT)
+    w, direct = objective_gradients(loss, readout, theta, x_KT)
     grad = lin.adjoint_theta(w, allow_unused=readout is not None)
-    return _finished(_with_direct(grad, theta, loss, readout, x_KT), "retune"), x_KT
+    return _finished(_add_direct(grad, theta, direct), "retune"), x_KT
 
 
 class _FusedLastBlock:

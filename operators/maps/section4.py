@@ -32,6 +32,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import torch
 
@@ -40,11 +41,21 @@ from ..hypergrad import Readout
 from ..theta import Loss, Step, Theta, as_tuple
 from .physics import TASKS, make_forward_model
 
-__all__ = ["PRIORS", "TASKS", "Section4Problem", "build", "image_loss"]
+__all__ = ["MSE", "PRIORS", "TASKS", "Section4Problem", "build", "image_loss"]
 
 PRIORS = ("wavelet-B", "wavelet-BC", "pnp-sigma-tau", "pnp-weights", "foe")
 ALIASES = {"pnp": "pnp-sigma-tau"}
 """``pnp`` is the error study's name of ``pnp-sigma-tau`` (θ = (log σ, log τ))."""
+
+
+class MSE(NamedTuple):
+    """The mean squared error of an image estimate in the domain where it is cheapest
+    (:meth:`Section4Problem.mse`): ``loss(readout(u, θ))`` is mean((R(u, θ) − x̄)²) and
+    ``psnr(readout(u, θ), reference)`` the PSNR of the image estimate R(u, θ) against x̄."""
+
+    loss: Loss
+    readout: Readout | None
+    reference: torch.Tensor
 
 
 @dataclass(frozen=True, eq=False)
@@ -91,6 +102,41 @@ class Section4Problem:
         """δ_K = ω^K, the analytic Lipschitz constant of Φ_K (10), or None when not analytic."""
         omega = self.omega
         return None if omega is None else omega**K
+
+    def mse(self, clean: torch.Tensor) -> MSE:
+        r"""Algorithm 1's training loss, the mean squared error of the image estimate,
+        mean((R(u, θ) − x̄)²) with θ live in R, as an :class:`MSE` (loss, read-out, reference)
+        for the estimators and the metrics.
+
+        For wavelet denoising it is taken in the wavelet domain: D is orthonormal, acts on each
+        image alone, and u and x̄ have the same number of entries, so
+
+        .. math:: \operatorname{mean}((Dᵀθ^{-1}u − x̄)^2) = \operatorname{mean}((θ^{-1}u − Dx̄)^2)
+
+        (and so per image: the PSNR too). The read-out is then (u, θ) ↦ θ⁻¹u and the reference
+        Dx̄: the same gradients in u and θ (to rounding, tests/test_reproduce.py) without a
+        synthesis and an analysis per gradient (docs/performance.md). Otherwise the read-out is
+        :attr:`readout` and the reference x̄.
+        """
+        if clean.shape != self.y.shape:
+            raise InvalidInputError(
+                f"clean {tuple(clean.shape)} must have the observations' shape "
+                f"{tuple(self.y.shape)}."
+            )
+        fb = self.fb
+        readout, reference = self.readout, clean
+        if self.task == "denoise" and self.prior.startswith("wavelet"):
+            reference = fb.D.analysis(clean).detach()  # type: ignore[union-attr]
+
+            def readout(u: torch.Tensor, theta: Theta) -> torch.Tensor:
+                """θ⁻¹u, the wavelet coefficients of the image estimate Dᵀθ⁻¹u."""
+                return u / fb.weights(theta)  # type: ignore[union-attr]
+
+        def loss(x: torch.Tensor) -> torch.Tensor:
+            """mean((x − reference)²)."""
+            return torch.mean((x - reference) ** 2)
+
+        return MSE(loss, readout, reference)
 
     def estimate(self, x: torch.Tensor, theta: Theta | None = None) -> torch.Tensor:
         """The image an iterate stands for: R(x, θ) (θ defaults to ``theta``), or x itself."""
