@@ -24,7 +24,15 @@ from .compiled import compile_backend, compile_function
 from .errors import InvalidInputError, NonConvergenceWarning, NotContractiveError
 from .fused_blocks import find_fused
 from .memo import block_scope
-from .theta import Step, Theta, check_count, check_point, check_step_output, start_block
+from .theta import (
+    Step,
+    Theta,
+    check_count,
+    check_finite_norm,
+    check_point,
+    check_step_output,
+    start_block,
+)
 
 Block = Callable[[torch.Tensor, Theta], torch.Tensor]
 
@@ -355,19 +363,22 @@ def restart(
     """
     check_count(K, "K")
     check_count(T, "T")
-    check_point(x0, "x0", theta)
+    check_point(x0, "x0", theta, finite=False)
     if not isinstance(cuda_graph, bool):
         raise InvalidInputError(f"cuda_graph must be True or False, got {cuda_graph!r}.")
     # T residuals, then ‖x_0‖ and ‖x_{KT}‖ (the growth check): one copy to the host
     residuals = torch.empty(T + 2, dtype=x0.dtype, device=x0.device)
     backend = compile_backend(compile) if compile is not False else None
+    with torch.no_grad():
+        # ‖x_0‖ serves the growth check and proves x_0 finite: one pass instead of two
+        torch.linalg.vector_norm(x0, out=residuals[T])
+    check_finite_norm(residuals[T], x0, "x0")
     with torch.no_grad(), block_scope():
         blocks = _Blocks(step, theta, K, compile=backend)
         if cuda_graph and x0.device.type == "cuda":
             x, x_prev = _restart_cuda_graph(blocks, x0, T, residuals)
         else:
             x, x_prev = _restart_eager(blocks, x0, T, residuals)
-        torch.linalg.vector_norm(x0, out=residuals[T])
         torch.linalg.vector_norm(x, out=residuals[T + 1])
     values = residuals.to("cpu", torch.float64)
     res = values[:T]

@@ -91,11 +91,13 @@ def check_count(value: int, name: str) -> int:
     return value
 
 
-def check_point(x: torch.Tensor, name: str, theta: Theta) -> torch.Tensor:
+def check_point(x: torch.Tensor, name: str, theta: Theta, *, finite: bool = True) -> torch.Tensor:
     """x must be a finite floating tensor on the device and in the dtype of θ.
 
     Nothing is moved or cast silently: a float32 x with a float64 θ would make every step
-    promote (or the fixed point stop at float32 precision), so it is refused.
+    promote (or the fixed point stop at float32 precision), so it is refused. ``finite=False``
+    leaves the finiteness to the caller (a loop that reads a norm of x anyway:
+    :func:`check_finite_norm`).
     """
     if not isinstance(x, torch.Tensor):
         raise InvalidInputError(f"{name} must be a torch.Tensor, got {type(x).__name__}.")
@@ -113,8 +115,18 @@ def check_point(x: torch.Tensor, name: str, theta: Theta) -> torch.Tensor:
                 f"to one dtype yourself, e.g. {name}.to(theta[{i}].dtype) (float64 for exact "
                 "checks); the suite never casts silently."
             )
-    check_finite(x, name)
+    if finite:
+        check_finite(x, name)
     return x
+
+
+def check_finite_norm(norm: torch.Tensor, x: torch.Tensor, name: str) -> None:
+    """Raise as :func:`check_finite` does, given ‖x‖ (0-d) already computed: a NaN or an inf
+    in x makes its norm NaN or inf, so a finite norm proves x finite at no extra pass; only a
+    norm that is not finite is settled by the elementwise test (finite entries whose norm
+    overflows are accepted)."""
+    if not bool(torch.isfinite(norm)):
+        check_finite(x, name)
 
 
 def check_step_output(y: object, x: torch.Tensor) -> torch.Tensor:

@@ -274,3 +274,30 @@ def test_asv_suites_of_the_fused_path_run():
     if not torch.cuda.is_available():
         with pytest.raises(NotImplementedError):
             suites.FusedBlock().setup("BC", 64, "cuda", 10)
+
+
+def test_two_checkouts_of_one_source_share_one_build(tmp_path, monkeypatch):
+    """The build compiles a copy of the source in its own folder, named by the source's hash:
+    the same source from two checkouts gives one build path (ninja does not rebuild), another
+    source another folder."""
+    from retune_suite.operators.maps.fused import cpu
+
+    monkeypatch.setenv("TORCH_EXTENSIONS_DIR", str(tmp_path / "cache"))
+    text = cpu.SOURCE.read_bytes()
+    folders = []
+    for checkout in ("a", "b"):
+        source = tmp_path / checkout / cpu.SOURCE.name
+        source.parent.mkdir()
+        source.write_bytes(text)
+        monkeypatch.setattr(cpu, "SOURCE", source)
+        name = cpu._name()
+        folder = cpu._build_directory(name)
+        assert (folder / cpu.SOURCE.name).read_bytes() == text
+        folders.append((name, folder))
+    assert folders[0] == folders[1]
+    assert folders[0][1].parent == tmp_path / "cache"
+    changed = tmp_path / "c" / cpu.SOURCE.name
+    changed.parent.mkdir()
+    changed.write_bytes(text + b"\n// changed\n")
+    monkeypatch.setattr(cpu, "SOURCE", changed)
+    assert cpu._name() != folders[0][0]
