@@ -161,3 +161,25 @@ def test_accuracy_tracks_are_honest_figures(accuracy_cache):
     assert figures["track_retune_relative_error"] == pytest.approx(retune, rel=1e-9)
     assert figures["track_jfb_relative_error"] == pytest.approx(jfb, rel=1e-9)
     assert figures["track_lemma1_bound_over_observed"] >= 1.0
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the skip without a GPU")
+def test_teardown_after_a_skipped_setup():
+    """asv calls ``teardown`` after a ``setup`` that raised NotImplementedError (its skip): a
+    suite's teardown must not assume what setup would have made (it failed 4 CUDA
+    combinations of fused.FusedRetune in `asv run --quick` on 2026-12-05)."""
+    import benchmarks
+
+    for module_name in ("fused", "restart", "hypergradient", "bench_wavelet", "forward_solvers"):
+        module = __import__(f"benchmarks.{module_name}", fromlist=["_"])
+        for suite in vars(module).values():
+            if not (isinstance(suite, type) and suite.__module__ == module.__name__):
+                continue
+            if not hasattr(suite, "teardown"):
+                continue
+            params = [p[-1] if "cuda" not in p else "cuda" for p in suite.params]
+            bench = suite()
+            with pytest.raises(NotImplementedError):
+                bench.setup(*params)
+            bench.teardown(*params)  # must not raise
+    assert benchmarks is not None
