@@ -14,6 +14,8 @@ from typing import Any
 
 import torch
 
+from .common.resume import INTERRUPTED, exit_with
+
 
 @dataclass
 class VerifyConfig:
@@ -259,8 +261,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"retune-suite: error: {error}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:  # the job printed what is kept and how to go on
-        return 130
+        return INTERRUPTED
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    exit_with(main())

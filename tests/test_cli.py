@@ -255,3 +255,28 @@ def test_ctrl_c_prints_the_resume_hint_and_exits_130(tmp_path):
         err = (tmp_path / f"{job}.err").read_text()
         assert "interrupted:" in err and "--resume" in err and "Traceback" not in err, err
         assert not (tmp_path / job / runs[job][1] / LOCK).exists()  # released
+
+
+def test_ctrl_c_in_a_string_exec_still_exits_130_under_python_m(tmp_path):
+    """CI caught ``python -m retune_suite.experiments.cli verdicts`` dying by SIGINT (-2) after
+    printing the hint: a Ctrl-C that lands in a string ``exec`` (dataclasses and namedtuple
+    run one while a module is imported) leaves CPython's mark of an unhandled
+    KeyboardInterrupt, and ``python -m`` then drops the status. ``exit_with`` keeps 130;
+    the same program with ``sys.exit`` shows the condition is reproduced here."""
+    (tmp_path / "interrupted.py").write_text(
+        "import sys\n"
+        "from retune_suite.experiments.common.resume import INTERRUPTED, exit_with\n"
+        "try:\n"
+        "    exec('raise KeyboardInterrupt')  # where the signal lands\n"
+        "except KeyboardInterrupt:\n"
+        "    status = INTERRUPTED  # the job printed its hint\n"
+        "exit_with(status) if sys.argv[1] == 'exit_with' else sys.exit(status)\n"
+    )
+
+    def status(how: str) -> int:
+        command = [sys.executable, "-m", "interrupted", how]
+        return subprocess.run(command, cwd=tmp_path, check=False).returncode
+
+    assert status("exit_with") == 130
+    if sys.version_info[:2] in {(3, 11), (3, 12)}:  # CPythons read to behave so
+        assert status("sys.exit") == -signal.SIGINT

@@ -9,7 +9,8 @@
 - :func:`run_state`: a new run, a resumption, or a run already complete (the same command run
   twice exits 0), or the error that says what to pass;
 - :func:`config_hash`: the identity of a configuration, stored in checkpoints;
-- :func:`interrupt_hint`: the line printed on Ctrl-C (the command line then exits 130).
+- :func:`interrupt_hint`: the line printed on Ctrl-C (the command line then exits 130);
+- :func:`exit_with`: ``sys.exit`` for a ``python -m`` entry point that keeps 130 on Ctrl-C.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ import json
 import sys
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from retune_suite.operators.errors import InvalidInputError
 
@@ -300,3 +301,22 @@ def interrupt_hint(text: str) -> Iterator[None]:
     except KeyboardInterrupt:
         print(f"\ninterrupted: {text}", file=sys.stderr, flush=True)
         raise
+
+
+INTERRUPTED = 130  # the shell's status for a job stopped by Ctrl-C (128 + SIGINT)
+
+
+def exit_with(status: int) -> NoReturn:
+    """``sys.exit(status)`` for a ``python -m`` entry point, where 130 stays 130.
+
+    CPython (3.11 and 3.12 at least, ``run_eval_code_obj``) marks a KeyboardInterrupt that
+    ends a string ``exec``/``eval`` as unhandled even when a caller catches it; dataclasses and
+    namedtuple run such strings while a module is imported, so a Ctrl-C that lands there sets
+    the mark. Under ``python -m`` the interpreter then drops the exit status and kills itself
+    with SIGINT (``returncode == -2``). A string eval resets the mark at its start, so after a
+    caught interruption one harmless eval lets the status through. Console scripts never hit
+    this.
+    """
+    if status == INTERRUPTED:
+        eval("None")  # resets the mark described above; evaluates nothing of the user's
+    sys.exit(status)

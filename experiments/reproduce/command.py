@@ -21,7 +21,7 @@ from ..common.devices import resolve_device
 from ..common.io import remove_partial_writes, write_csv_atomic, write_json_atomic, write_npz_atomic
 from ..common.lock import FolderInUseError, folder_lock
 from ..common.metrics import psnr
-from ..common.resume import config_hash, interrupt_hint, read_saved_config, run_state
+from ..common.resume import INTERRUPTED, config_hash, interrupt_hint, read_saved_config, run_state
 from .claims import WINDOW, check_claims, claims_paragraph, summarise
 from .presets import (
     DENOISER_PRESETS,
@@ -432,7 +432,7 @@ def reproduce_command(cfg: ReproduceConfig) -> int:
     try:
         return run_reproduce(cfg)
     except KeyboardInterrupt:
-        return 130
+        return INTERRUPTED
 
 
 def run_pretrain(cfg: PretrainConfig) -> int:

@@ -38,6 +38,7 @@ from ..common.lock import folder_lock
 from ..common.metrics import moving_average
 from ..common.options import TypedFields, parse_list
 from ..common.resume import (
+    INTERRUPTED,
     config_hash,
     interrupt_hint,
     read_csv_records,
@@ -573,4 +574,4 @@ def foe_command(cfg: FoeConfig) -> int:
     try:
         return run_foe(cfg)
     except KeyboardInterrupt:
-        return 130
+        return INTERRUPTED

@@ -28,7 +28,7 @@ from retune_suite.operators.errors import RetuneError, require
 from ..common.io import remove_partial_writes, write_csv_atomic, write_json_atomic
 from ..common.lock import folder_lock
 from ..common.options import convert_fields
-from ..common.resume import check_resume
+from ..common.resume import INTERRUPTED, check_resume
 from .point import (
     DONE,
     FAILURE,
@@ -420,7 +420,7 @@ def _drive(spec: Spec, points: list[Point], experiment: Experiment) -> int:
             f"checkpoints when the same sweep runs again ({spec.out / SUMMARY})",
             file=sys.stderr,
         )
-        return 130
+        return INTERRUPTED
     summary = _write_summary(spec, points, experiment)
     return _final_report(spec, summary, left, time.perf_counter() - started)
 
