@@ -217,6 +217,12 @@ def test_a_second_run_on_a_held_folder_stops_at_once_naming_the_holder(tmp_path,
     assert not list(folders["errors"].iterdir())
 
 
+def _sigint_default() -> None:
+    """In the child before exec: Ctrl-C's default action, whatever the test runner inherited
+    (a shell starts background jobs with SIGINT ignored, and Python then keeps ignoring it)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def test_ctrl_c_prints_the_resume_hint_and_exits_130(tmp_path):
     """A real SIGINT once errors, verdicts and pretrain-denoiser hold their folder (they printed
     a KeyboardInterrupt traceback): the hint, no traceback, exit status 130."""
@@ -236,25 +242,33 @@ def test_ctrl_c_prints_the_resume_hint_and_exits_130(tmp_path):
         ),
     }
     processes = {}
-    for job, (args, _) in runs.items():
-        err = (tmp_path / f"{job}.err").open("w")
-        command = [sys.executable, "-m", "retune_suite.experiments.cli", *args.split()]
-        command += ["--out", str(tmp_path / job)]
-        processes[job] = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=err)
-    deadline = time.monotonic() + 120
-    pending = dict(processes)
-    while pending and time.monotonic() < deadline:
-        for job, process in list(pending.items()):
-            if (tmp_path / job / runs[job][1] / LOCK).exists() or process.poll() is not None:
-                time.sleep(0.5)  # at work in its folder
-                process.send_signal(signal.SIGINT)
-                del pending[job]
-        time.sleep(0.05)
-    for job, process in processes.items():
-        assert process.wait(timeout=60) == 130, (job, (tmp_path / f"{job}.err").read_text())
-        err = (tmp_path / f"{job}.err").read_text()
-        assert "interrupted:" in err and "--resume" in err and "Traceback" not in err, err
-        assert not (tmp_path / job / runs[job][1] / LOCK).exists()  # released
+    try:
+        for job, (args, _) in runs.items():
+            err = (tmp_path / f"{job}.err").open("w")
+            command = [sys.executable, "-m", "retune_suite.experiments.cli", *args.split()]
+            command += ["--out", str(tmp_path / job)]
+            processes[job] = subprocess.Popen(
+                command, stdout=subprocess.DEVNULL, stderr=err, preexec_fn=_sigint_default
+            )
+        deadline = time.monotonic() + 120
+        pending = dict(processes)
+        while pending and time.monotonic() < deadline:
+            for job, process in list(pending.items()):
+                if (tmp_path / job / runs[job][1] / LOCK).exists() or process.poll() is not None:
+                    time.sleep(0.5)  # at work in its folder
+                    process.send_signal(signal.SIGINT)
+                    del pending[job]
+            time.sleep(0.05)
+        for job, process in processes.items():
+            assert process.wait(timeout=60) == 130, (job, (tmp_path / f"{job}.err").read_text())
+            err = (tmp_path / f"{job}.err").read_text()
+            assert "interrupted:" in err and "--resume" in err and "Traceback" not in err, err
+            assert not (tmp_path / job / runs[job][1] / LOCK).exists()  # released
+    finally:  # a job that outlived the test would run on for minutes
+        for process in processes.values():
+            if process.poll() is None:
+                process.kill()
+                process.wait()
 
 
 def test_ctrl_c_in_a_string_exec_still_exits_130_under_python_m(tmp_path):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -925,3 +926,24 @@ def test_figures_say_why_lemma1_is_not_monotone_in_K():
     assert lemma1_note(monotone) is None
     note = lemma1_note(_quick_unit("inpaint"))  # measured δ_K: no parity claim
     assert note is not None and "measured local estimate" in note and "parity" in note
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_tolerances_left_unset_are_the_dtypes(tmp_path, dtype):
+    """`errors --dtype float64` without tolerance flags solved x̂ to float32's 1e-7 and warned
+    at every linearisation (x̂ not a fixed point to √eps). The unset tolerances are now the
+    dtype's (float32's unchanged), saved in config.json, and no estimator warns."""
+    from retune_suite.experiments.error_study import TOLERANCES
+
+    settings = {k: v for k, v in SMALL.items() if k not in ("solve_tol", "fixed_point_rtol")}
+    out = tmp_path / dtype
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)
+        assert main(["errors", *_flags({**settings, "dtype": dtype}), "--out", str(out)]) == 0
+    saved = json.loads((out / "config.json").read_text())
+    assert {k: saved[k] for k in TOLERANCES[dtype]} == TOLERANCES[dtype]
+    assert TOLERANCES["float32"] == {"solve_tol": 1e-6, "fixed_point_rtol": 1e-7}
+    rows = pd.read_csv(out / "metrics.csv")
+    assert (rows.dtype == dtype).all() and rows.rel_error.notna().any()
+    # the same command again finds the run complete: the filled tolerances are its identity
+    assert main(["errors", *_flags({**settings, "dtype": dtype}), "--out", str(out)]) == 0

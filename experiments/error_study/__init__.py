@@ -11,7 +11,16 @@ Modules: :mod:`.config` (the configuration, presets, validation), :mod:`.study` 
 """
 
 from .command import run_errors
-from .config import KEY, PRESETS, RESUMABLE, ErrorStudyConfig, plan, validate
+from .config import (
+    KEY,
+    PRESETS,
+    RESUMABLE,
+    TOLERANCES,
+    ErrorStudyConfig,
+    plan,
+    validate,
+    with_tolerances,
+)
 from .figures import error_study_figures
 from .study import Metrics, Study
 
@@ -19,6 +28,7 @@ __all__ = [
     "KEY",
     "PRESETS",
     "RESUMABLE",
+    "TOLERANCES",
     "ErrorStudyConfig",
     "Metrics",
     "Study",
@@ -26,4 +36,5 @@ __all__ = [
     "plan",
     "run_errors",
     "validate",
+    "with_tolerances",
 ]

@@ -14,7 +14,7 @@ from ..common.devices import resolve_device
 from ..common.io import remove_partial_writes, write_json_atomic
 from ..common.lock import folder_lock
 from ..common.resume import interrupt_hint, read_csv_records, read_saved_config, run_state
-from .config import KEY, RESUMABLE, ErrorStudyConfig, plan, validate
+from .config import KEY, RESUMABLE, ErrorStudyConfig, plan, validate, with_tolerances
 from .study import Metrics, Study
 
 __all__ = ["run_errors"]
@@ -49,6 +49,7 @@ def run_errors(cfg: ErrorStudyConfig) -> int:
     ``--resume``.
     """
     validate(cfg)
+    cfg = with_tolerances(cfg)
     if cfg.threads > 0:
         torch.set_num_threads(cfg.threads)
     out = Path(cfg.out)

@@ -64,7 +64,7 @@ from ..common.devices import resolve_device
 from ..common.io import write_csv_atomic
 from ..common.measure import measure
 from ..common.progress import progress
-from .config import KEY, ErrorStudyConfig
+from .config import KEY, ErrorStudyConfig, with_tolerances
 from .cost import measure_cost
 
 __all__ = ["Metrics", "Study", "row_key"]
@@ -163,6 +163,7 @@ class Study:
     def __init__(self, cfg: ErrorStudyConfig, task: str, prior: str, metrics: Metrics):
         from retune_suite.experiments.common.data import crops
 
+        cfg = with_tolerances(cfg)  # the dtype's where the caller left them unset
         self.cfg, self.task, self.prior, self.metrics = cfg, task, prior, metrics
         self.unit = (task, prior, cfg.size, cfg.batch, cfg.dtype, cfg.seed)
         self.device = resolve_device(cfg.device)
