@@ -9,8 +9,12 @@ from __future__ import annotations
 
 import os
 import statistics
+import subprocess
+import tempfile
 import time
 from collections.abc import Callable
+from pathlib import Path
+from types import ModuleType
 
 import torch
 
@@ -38,6 +42,31 @@ def report(rows: list[dict], threads: int, shape: list[int], out: str | None) ->
     print(meta)
     if out:
         write_json_atomic({"meta": meta, "rows": rows}, out)
+
+
+def kernel_of(rev: str) -> ModuleType:
+    """The C++ kernel built from ``operators/maps/fused/denoise_cpu.cpp`` at git revision
+    ``rev``, by :func:`cpu.load` with its source pointed at that text (cached like any build);
+    the module of the current source is left as it was."""
+    from retune_suite.operators.maps.fused import cpu
+
+    text = subprocess.run(
+        ["git", "show", f"{rev}:operators/maps/fused/denoise_cpu.cpp"],
+        capture_output=True,
+        check=True,
+    ).stdout
+    saved = cpu.SOURCE, cpu._MODULE, cpu._FAILED, cpu._BUILD_SECONDS
+    with tempfile.TemporaryDirectory() as folder:  # the build compiles its own copy
+        source = Path(folder) / cpu.SOURCE.name
+        source.write_bytes(text)
+        cpu.SOURCE, cpu._MODULE, cpu._FAILED = source, None, None
+        try:
+            module = cpu.load()
+        finally:
+            cpu.SOURCE, cpu._MODULE, cpu._FAILED, cpu._BUILD_SECONDS = saved
+    if module is None:
+        raise RuntimeError(f"the kernel of {rev} could not be built (see the log)")
+    return module
 
 
 def median_seconds(fn: Callable[[], object], repeats: int) -> float:

@@ -11,6 +11,11 @@ an attribute ``fused_blocks`` holding an object with this interface (:class:`Fus
     x_K = Φ_K(x, θ) with no graph, and the squared block residual Σ (x_K − x)² per sample
     along axis 0 (shape (x.shape[0],)); None when this call is not fused (another device,
     dtype or shape): the loop then runs the step K times;
+``blocks(x, theta, K, T) -> (x_KT, x_K(T−1), res_sq) | None`` (optional)
+    T blocks at once, with no graph: ``res_sq`` of shape (T, x.shape[0]) holds each block's
+    squared residual per sample, and x_K(T−1) is x itself when T = 1; a kernel that keeps each
+    group in registers for all K·T steps saves T − 1 passes over memory. None when not fused.
+    :func:`~.iteration.restart` uses it when present (and runs ``block`` T times otherwise);
 ``last_block(x, theta, K) -> x_K | None``
     Φ_K(x, θ) carrying a first-order autograd graph to θ (and to x when x requires grad)
     whose backward is the block's own VJP; None when not fused, or when the graph must be
@@ -27,13 +32,14 @@ the step (bit for bit where the platform allows) and the gradients of autograd t
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Protocol, runtime_checkable
 
 import torch
 
 from .theta import Step, Theta
 
-__all__ = ["FusedBlocks", "find_fused"]
+__all__ = ["FusedBlocks", "find_fused", "many_blocks"]
 
 
 @runtime_checkable
@@ -59,3 +65,9 @@ def find_fused(step: Step) -> FusedBlocks | None:
     if fused is None or getattr(fused, "step", None) != step:
         return None
     return fused
+
+
+def many_blocks(fused: FusedBlocks | None) -> Callable[..., tuple | None] | None:
+    """The optional ``blocks(x, theta, K, T)`` of ``fused`` (module docstring), or None."""
+    many = getattr(fused, "blocks", None) if fused is not None else None
+    return many if callable(many) else None

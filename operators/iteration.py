@@ -22,7 +22,7 @@ import torch
 
 from .compiled import compile_backend, compile_function
 from .errors import InvalidInputError, NonConvergenceWarning, NotContractiveError
-from .fused_blocks import find_fused
+from .fused_blocks import find_fused, many_blocks
 from .memo import block_scope
 from .theta import (
     Step,
@@ -203,9 +203,18 @@ def _restart_eager(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """T blocks; residuals[t] = ‖x_{K(t+1)} − x_{Kt}‖ written in place (no list, no stack).
 
-    The loop owns one buffer, the block difference, reused by every block (``out=``); the
-    iterates are the step's own outputs (a step returns a new tensor; no user tensor is
-    written). Nothing is read back to the host."""
+    A fused step with ``blocks`` (:func:`~.fused_blocks.many_blocks`) runs all T in one call,
+    which returns the per-block residuals with the two last iterates. Otherwise the loop owns
+    one buffer, the block difference, reused by every block (``out=``); the iterates are the
+    step's own outputs (a step returns a new tensor; no user tensor is written). Nothing is
+    read back to the host."""
+    many = many_blocks(blocks.fused)
+    if many is not None:  # all T blocks in one call of the step's own kernel
+        done = many(x0, blocks.theta, blocks.K, T)
+        if done is not None:
+            x, x_prev, res_sq = done
+            torch.sqrt(res_sq.sum(dim=1), out=residuals[:T])
+            return check_step_output(x, x0), x_prev
     diff = torch.empty_like(x0)
     x_prev, x = x0, x0
     for t in range(T):

@@ -83,6 +83,110 @@ def test_block_equals_eager_steps_bit_for_bit(dtype, prior, levels):
     torch.testing.assert_close(res_sq, ref_sq, rtol=4 * torch.finfo(dtype).eps, atol=0)
 
 
+def _random_maps(channels, size, dtype, batch=2, seed=0):
+    """u₀, scale and shift with ``channels`` channels (problem() has three), shrinking some
+    groups to zero and leaving others live."""
+    gen = torch.Generator().manual_seed(seed)
+    shape = (batch, channels, size, size)
+    u0 = torch.randn(shape, generator=gen, dtype=dtype)
+    scale = 0.5 + 0.4 * torch.rand((1, *shape[1:]), generator=gen, dtype=dtype)
+    shift = 0.3 * torch.randn(shape, generator=gen, dtype=dtype)
+    return u0, scale, shift
+
+
+@needs_kernel
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("channels", [1, 2, 5])
+@pytest.mark.parametrize("prior", ["B", "BC"])
+def test_every_group_size_equals_eager_steps(prior, channels, dtype):
+    """The kernel keeps the state in registers for groups of one channel and of three (θ_BC in
+    colour), and steps through the tile for other θ_BC groups: every path equals the eager
+    steps bit for bit, and its VJP autograd (float64: 1e-12)."""
+    u0, scale, shift = _random_maps(channels, 32, dtype)
+    kw = dict(prior=prior, levels=3, K=4)
+    uK, res_sq = fused.denoise_block(u0, scale, shift, 0.2, **kw)
+    ref, ref_sq = reference.denoise_block(u0, scale, shift, 0.2, **kw)
+    assert torch.equal(uK, ref)
+    torch.testing.assert_close(res_sq, ref_sq, rtol=4 * torch.finfo(dtype).eps, atol=0)
+    if dtype == torch.float64:
+        g = torch.randn(u0.shape, generator=torch.Generator().manual_seed(1), dtype=dtype)
+        got = fused.denoise_block_vjp(u0, scale, shift, 0.2, grad_uK=g, need_u0=True, **kw)
+        want = reference.denoise_block_vjp(u0, scale, shift, 0.2, grad_uK=g, need_u0=True, **kw)
+        for a, b in zip(got, want, strict=True):
+            assert rel(a, b) <= GRAD_RTOL
+
+
+@needs_kernel
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize(("prior", "channels"), [("B", 3), ("BC", 3), ("BC", 2)])
+@pytest.mark.parametrize("T", [1, 4])
+def test_t_blocks_in_one_pass_equal_t_blocks(T, prior, channels, dtype):
+    """denoise_blocks (T blocks in one pass) returns the iterates of T eager blocks bit for
+    bit, x_K(T−1) too (x₀ itself when T = 1), and each block's residual to rounding."""
+    u0, scale, shift = _random_maps(channels, 64, dtype, batch=3)
+    kw = dict(prior=prior, levels=4, K=5, T=T)
+    uKT, prev, res_sq = fused.denoise_blocks(u0, scale, shift, 0.2, **kw)
+    ref, ref_prev, ref_sq = reference.denoise_blocks(u0, scale, shift, 0.2, **kw)
+    assert torch.equal(uKT, ref) and torch.equal(prev, ref_prev)
+    if T == 1:
+        assert prev.data_ptr() == u0.data_ptr()
+    assert res_sq.shape == (T, 3) and res_sq.dtype == dtype
+    torch.testing.assert_close(res_sq, ref_sq, rtol=4 * torch.finfo(dtype).eps, atol=0)
+    assert (res_sq[1:] < res_sq[:-1]).all()  # a contraction: the residuals decrease
+    with pytest.raises(RuntimeError, match="T must be >= 1"):
+        fused.denoise_blocks(u0, scale, shift, 0.2, **{**kw, "T": 0})
+
+
+def test_backends_without_many_blocks_run_t_blocks(monkeypatch):
+    """A backend with only ``denoise_block`` (Triton) gives denoise_blocks by T calls of it."""
+    calls = []
+
+    class OneBlock:
+        def denoise_block(self, u0, *args, **kwargs):
+            calls.append(1)
+            return reference.denoise_block(u0, *args, **kwargs)
+
+    monkeypatch.setattr(fused, "_require", lambda device: OneBlock())
+    u0, scale, shift = _random_maps(3, 32, torch.float64)
+    kw = dict(prior="BC", levels=3, K=3, T=3)
+    got = fused.denoise_blocks(u0, scale, shift, 0.2, **kw)
+    want = reference.denoise_blocks(u0, scale, shift, 0.2, **kw)
+    assert len(calls) == 3
+    for a, b in zip(got, want, strict=True):
+        assert torch.equal(a, b)
+
+
+@needs_kernel
+def test_restart_runs_all_blocks_in_one_call(monkeypatch):
+    """restart asks a step's fused ``blocks`` for all T blocks at once; where it declines, the
+    loop runs ``block`` T times; both give the eager iterates."""
+    from retune_suite.operators.maps.wavelet_prior import DenoisingBlocks
+
+    fb, theta, _ = problem("BC", 3, batch=2)
+    calls = {"blocks": 0, "block": 0}
+    many, one = DenoisingBlocks.blocks, DenoisingBlocks.block
+
+    def counted(name, fn):
+        def call(self, *args):
+            calls[name] += 1
+            return fn(self, *args)
+
+        return call
+
+    monkeypatch.setattr(DenoisingBlocks, "blocks", counted("blocks", many))
+    monkeypatch.setattr(DenoisingBlocks, "block", counted("block", one))
+    r = restart(fb.step, theta, fb.initial(), 3, 5)
+    assert calls == {"blocks": 1, "block": 0}
+    monkeypatch.setattr(DenoisingBlocks, "blocks", lambda self, *args: None)
+    r1 = restart(fb.step, theta, fb.initial(), 3, 5)
+    assert calls == {"blocks": 1, "block": 5}
+    fused.set_enabled(False)
+    r0 = restart(fb.step, theta, fb.initial(), 3, 5)
+    for a in (r, r1):
+        assert torch.equal(a.x, r0.x) and torch.equal(a.x_prev, r0.x_prev)
+        torch.testing.assert_close(a.stats.residuals, r0.stats.residuals, rtol=1e-13, atol=0)
+
+
 @needs_kernel
 @pytest.mark.parametrize("need_u0", [False, True])
 @pytest.mark.parametrize(("prior", "levels"), [("B", 3), ("BC", 4)])
@@ -301,3 +405,48 @@ def test_two_checkouts_of_one_source_share_one_build(tmp_path, monkeypatch):
     changed.write_bytes(text + b"\n// changed\n")
     monkeypatch.setattr(cpu, "SOURCE", changed)
     assert cpu._name() != folders[0][0]
+
+
+@needs_kernel
+def test_another_ninja_first_on_path_does_not_rebuild(tmp_path):
+    """A process whose PATH finds another ninja first (a virtual environment's python run
+    without activating it, with the system's ninja on PATH) builds with the wheel's ninja too,
+    so it loads the cached kernel instead of rebuilding it (two ninja versions hash their
+    build logs differently: each switch rebuilt, 37–40 s)."""
+    import os
+    import subprocess
+    import sys
+
+    folder = cpu._build_directory(cpu._name())
+    built = {p.name: p.stat().st_mtime_ns for p in folder.iterdir() if p.suffix in (".o", ".so")}
+    assert built  # this process built or loaded it (needs_kernel)
+    fake = tmp_path / "bin"
+    fake.mkdir()
+    marker = tmp_path / "fake-ninja-ran"
+    (fake / "ninja").write_text(f"#!/bin/sh\ntouch {marker}\nexit 1\n")
+    (fake / "ninja").chmod(0o755)
+    env = {**os.environ, "PATH": os.pathsep.join((str(fake), os.environ.get("PATH", "")))}
+    code = "from retune_suite.operators.maps.fused import cpu; assert cpu.load() is not None"
+    subprocess.run([sys.executable, "-c", code], env=env, check=True, timeout=600)
+    assert not marker.exists()
+    after = {p.name: p.stat().st_mtime_ns for p in folder.iterdir() if p.suffix in (".o", ".so")}
+    assert after == built
+
+
+def test_the_build_name_follows_the_ninja_that_builds(monkeypatch):
+    """The wheel's ninja version is part of the build's name (a new ninja builds afresh
+    instead of meeting the old one's log), and it is first on PATH during a build only."""
+    import os
+    import shutil
+
+    wheel = cpu._ninja_wheel()
+    if wheel is None:
+        pytest.skip("the ninja wheel is not installed")
+    name = cpu._name()
+    monkeypatch.setattr(cpu, "_ninja_wheel", lambda: (wheel[0], "0.0.0-other"))
+    assert cpu._name() != name
+    path = os.environ.get("PATH")
+    with cpu._ninja_on_path():
+        assert os.environ["PATH"].split(os.pathsep)[0] == wheel[0]
+        assert shutil.which("ninja").startswith(wheel[0])
+    assert os.environ.get("PATH") == path

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import torch
-from retune_suite.operators.fused_blocks import FusedBlocks, find_fused
+from retune_suite.operators.fused_blocks import FusedBlocks, find_fused, many_blocks
 
 __all__ = ["VJPCounter"]
 
@@ -41,6 +41,9 @@ class _CountedBlocks:
 
     def __init__(self, fused: FusedBlocks, step: Callable, counter: VJPCounter):
         self.fused, self.step, self.counter = fused, step, counter
+        many = many_blocks(fused)
+        if many is not None:  # T blocks in one call (no graph: nothing to count)
+            self.blocks = many
 
     def block(self, x, theta, K):
         return self.fused.block(x, theta, K)

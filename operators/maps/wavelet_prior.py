@@ -253,11 +253,12 @@ class DenoisingBlocks:
 
     ``block`` runs K steps in one kernel call (iterates equal to K calls of
     :meth:`WaveletFB.step`, bit for bit on the CPU) and returns the squared block residual per
-    sample; ``last_block`` is :class:`.fused.DenoiseBlock` on the θ-maps built with their
-    graph, so the gradient of a loss reaches θ through the kernel's VJP and the autograd graph
-    of (1 − τ/θ², (τ/θ)Dy). Both return None (the loop runs the step) for an x the kernel
-    does not take (not y's shape, dtype or device), when no kernel is available for x's
-    device, and (``block``) when a graph is recorded or (``last_block``) under forward-mode AD
+    sample; ``blocks`` runs T such blocks in one call (one pass over memory on the CPU);
+    ``last_block`` is :class:`.fused.DenoiseBlock` on the θ-maps built with their graph, so the
+    gradient of a loss reaches θ through the kernel's VJP and the autograd graph of
+    (1 − τ/θ², (τ/θ)Dy). All return None (the loop runs the step) for an x the kernel does not
+    take (not y's shape, dtype or device), when no kernel is available for x's device, and
+    (``block``, ``blocks``) when a graph is recorded or (``last_block``) under forward-mode AD
     or a torch.func transform.
     """
 
@@ -315,6 +316,21 @@ class DenoisingBlocks:
         tau, scale, shift = self._maps(theta)
         fb = self.fb
         return fused.denoise_block(x, scale, shift, tau, prior=fb.prior, levels=fb.levels, K=K)
+
+    def blocks(
+        self, x: torch.Tensor, theta, K: int, T: int
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None:
+        """(Φ_K^T(x, θ), Φ_K^{T−1}(x, θ), squared residual of each block per sample (T, B))
+        without a graph, in one kernel call on the CPU, or None."""
+        from . import fused
+
+        if not self._fits(x, theta) or records_graph(x, *theta):
+            return None
+        tau, scale, shift = self._maps(theta)
+        fb = self.fb
+        return fused.denoise_blocks(
+            x, scale, shift, tau, prior=fb.prior, levels=fb.levels, K=K, T=T
+        )
 
     def last_block(self, x: torch.Tensor, theta, K: int) -> torch.Tensor | None:
         """Φ_K(x, θ) with a first-order graph whose backward is the fused VJP, or None."""

@@ -8,7 +8,11 @@ contract, shared by every backend (:mod:`.reference` states it):
 
 - ``denoise_block(u0, scale, shift, tau, *, prior, levels, K) -> (uK, res_sq)``;
 - ``denoise_block_vjp(u0, scale, shift, tau, *, prior, levels, K, grad_uK, need_u0=False)
-  -> (grad_u0 | None, grad_scale, grad_shift)``.
+  -> (grad_u0 | None, grad_scale, grad_shift)``;
+- ``denoise_blocks(u0, scale, shift, tau, *, prior, levels, K, T) -> (u_KT, u_K(T−1),
+  res_sq)``: T blocks, ``res_sq`` (T, B) the squared residual of each block per sample; the C++
+  kernel runs them in one pass over memory (each group iterated K·T times in registers), other
+  backends as T calls of ``denoise_block``.
 
 Backends, chosen by the device of u₀ (:func:`backend`):
 
@@ -36,7 +40,15 @@ import torch
 
 from . import reference
 
-__all__ = ["ENV", "DenoiseBlock", "backend", "denoise_block", "denoise_block_vjp", "set_enabled"]
+__all__ = [
+    "ENV",
+    "DenoiseBlock",
+    "backend",
+    "denoise_block",
+    "denoise_block_vjp",
+    "denoise_blocks",
+    "set_enabled",
+]
 
 ENV = "RETUNE_FUSED"
 """``0``, ``off``, ``false``, ``no`` or ``eager`` turn the fused kernels off (the eager step
@@ -116,6 +128,13 @@ class _CppBackend:
         )
         return uK, res_sq
 
+    def denoise_blocks(self, u0, scale, shift, tau, *, prior, levels, K, T):
+        uKT, prev, res_sq = self.module.denoise_blocks(
+            u0.contiguous(), scale.contiguous(), shift.contiguous(), float(tau), prior, levels,
+            K, T,
+        )  # fmt: skip
+        return uKT, prev, res_sq
+
     def denoise_block_vjp(self, u0, scale, shift, tau, *, prior, levels, K, grad_uK,
                           need_u0=False):  # fmt: skip
         out = self.module.denoise_block_vjp(
@@ -138,6 +157,17 @@ def _require(device: torch.device) -> Any:
 def denoise_block(u0, scale, shift, tau, *, prior: str, levels: int, K: int):
     """K fused steps on u0's device: (u_K, Σ(u_K − u_0)² per sample) (module docstring)."""
     return _require(u0.device).denoise_block(u0, scale, shift, tau, prior=prior, levels=levels, K=K)
+
+
+def denoise_blocks(u0, scale, shift, tau, *, prior: str, levels: int, K: int, T: int):
+    """T blocks of K fused steps on u0's device: (u_KT, u_K(T−1), res_sq (T, B)), res_sq[t]
+    the squared residual Σ(u_K(t+1) − u_Kt)² per sample; u_K(T−1) is u0 itself when T = 1. One
+    pass on the CPU; T calls of :func:`denoise_block` where the backend has no such kernel."""
+    module = _require(u0.device)
+    if hasattr(module, "denoise_blocks"):
+        return module.denoise_blocks(u0, scale, shift, tau, prior=prior, levels=levels, K=K, T=T)
+    return reference.blocks_of(module.denoise_block, u0, scale, shift, tau, prior=prior,
+                               levels=levels, K=K, T=T)  # fmt: skip
 
 
 def denoise_block_vjp(u0, scale, shift, tau, *, prior: str, levels: int, K: int, grad_uK,

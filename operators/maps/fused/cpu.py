@@ -3,13 +3,13 @@ r"""The C++ kernel of the denoising block (``denoise_cpu.cpp``), built once and 
 :func:`load` compiles ``denoise_cpu.cpp`` with :func:`torch.utils.cpp_extension.load`
 (``-O3 -march=native -ffp-contract=off -fno-math-errno -fopenmp``; ninja drives the build) into
 torch's extension cache (``$TORCH_EXTENSIONS_DIR``, default ``~/.cache/torch_extensions``),
-under a name that carries a hash of the source, the flags, the CPU's instruction-set flags and
-the torch and Python versions, so a changed source, another CPU or another torch builds afresh
-and a built module is reused by every later process, from any checkout of the same source (the
-source is copied into the build folder). A build that fails (no compiler, no ninja, no headers)
-is logged once, on the ``retune_suite.operators.maps.fused`` logger, and :func:`load` returns
-None: the callers then
-run the eager step.
+under a name that carries a hash of the source, the flags, the CPU's instruction-set flags,
+the torch and Python versions and the ninja that builds (always the ``ninja`` wheel's where it
+is installed, :func:`_ninja_on_path`), so a changed source, another CPU or another torch builds
+afresh and a built module is reused by every later process, from any checkout of the same
+source (the source is copied into the build folder). A build that fails (no compiler, no ninja,
+no headers) is logged once, on the ``retune_suite.operators.maps.fused`` logger, and
+:func:`load` returns None: the callers then run the eager step.
 
 ``-fno-math-errno`` lets the compiler vectorise the square root (without it every √ keeps a
 scalar call that may set ``errno``); ``-ffp-contract=off`` keeps ``a + b·c`` as two roundings,
@@ -59,7 +59,7 @@ def _name() -> str:
     digest.update(SOURCE.read_bytes())
     digest.update(" ".join(FLAGS).encode())
     digest.update(_cpu_flags().encode())
-    digest.update(f"{torch.__version__} {sys.version_info[:2]}".encode())
+    digest.update(f"{torch.__version__} {sys.version_info[:2]} {_ninja_version()}".encode())
     return f"retune_fused_denoise_{digest.hexdigest()[:12]}"
 
 
@@ -86,21 +86,36 @@ def _build_directory(name: str) -> Path:
     return directory
 
 
-@contextlib.contextmanager
-def _ninja_on_path() -> Iterator[None]:
-    """The ninja of the ``ninja`` wheel on PATH while the build runs, when the environment's
-    scripts folder is not on PATH (a virtual environment's python run without activating it);
-    PATH is restored afterwards."""
-    if shutil.which("ninja") is not None:
-        yield
-        return
+def _ninja_wheel() -> tuple[str, str] | None:
+    """(bin folder, version) of the ``ninja`` wheel (a core dependency), or None without it."""
     try:
         import ninja
     except ImportError:
+        return None
+    return ninja.BIN_DIR, getattr(ninja, "__version__", "unknown")
+
+
+def _ninja_version() -> str:
+    """The ninja that builds: the wheel's version, else whatever ``ninja`` PATH finds."""
+    wheel = _ninja_wheel()
+    return f"wheel {wheel[1]}" if wheel is not None else f"path {shutil.which('ninja')}"
+
+
+@contextlib.contextmanager
+def _ninja_on_path() -> Iterator[None]:
+    """The ninja of the ``ninja`` wheel first on PATH while the build runs, whatever else PATH
+    holds; PATH is restored afterwards. Always the same ninja, because two versions keep
+    different logs of one build folder: a system ninja (Debian's 1.11.1) and the wheel's
+    (1.13.2) hash the build command differently, so a virtual environment's python run with
+    and without activating it (the wheel's ninja on PATH, or only the system's) rebuilt the
+    kernel at every switch, 37–40 s each (measured, 2026-12-06). Without the wheel, the ninja
+    on PATH builds."""
+    wheel = _ninja_wheel()
+    if wheel is None:
         yield
         return
     previous = os.environ.get("PATH")
-    os.environ["PATH"] = os.pathsep.join(p for p in (ninja.BIN_DIR, previous) if p)
+    os.environ["PATH"] = os.pathsep.join(p for p in (wheel[0], previous) if p)
     try:
         yield
     finally:

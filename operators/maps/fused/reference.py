@@ -12,6 +12,9 @@ levels (the approximation block has factor 1):
 
 - ``denoise_block(u0, scale, shift, tau, *, prior, levels, K) -> (uK, res_sq)``: K steps
   without a graph; ``res_sq`` is Σ (u_K − u_0)² per sample, shape (B,), in u's dtype;
+- ``denoise_blocks(u0, scale, shift, tau, *, prior, levels, K, T) -> (u_KT, u_K(T−1),
+  res_sq)``: T such blocks, ``res_sq`` of shape (T, B) (block t's squared residual per sample),
+  u_K(T−1) being u0 itself when T = 1;
 - ``denoise_block_vjp(u0, scale, shift, tau, *, prior, levels, K, grad_uK, need_u0=False) ->
   (grad_u0 | None, grad_scale, grad_shift)``: the vector-Jacobian product of the K steps with
   ``grad_uK`` (τ is not differentiated, as in the eager step); ``grad_scale`` has scale's shape
@@ -29,7 +32,7 @@ import torch
 
 from ..packed_prox import prox_l12
 
-__all__ = ["denoise_block", "denoise_block_vjp", "steps"]
+__all__ = ["blocks_of", "denoise_block", "denoise_block_vjp", "denoise_blocks", "steps"]
 
 
 @functools.cache
@@ -71,6 +74,35 @@ def denoise_block(
         uK = steps(u0, scale, shift, tau, prior=prior, levels=levels, K=K)
         res_sq = ((uK - u0) ** 2).flatten(1).sum(1)
     return uK, res_sq
+
+
+def blocks_of(
+    block, u0: torch.Tensor, scale, shift, tau, *, prior: str, levels: int, K: int, T: int
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``denoise_blocks`` as T calls of a backend's ``block`` (its ``denoise_block``)."""
+    if T < 1:
+        raise ValueError(f"T must be >= 1, got {T}")
+    prev, u, res = u0, u0, []
+    for _ in range(T):
+        prev = u
+        u, res_sq = block(u, scale, shift, tau, prior=prior, levels=levels, K=K)
+        res.append(res_sq)
+    return u, prev, torch.stack(res)
+
+
+def denoise_blocks(
+    u0: torch.Tensor,
+    scale: torch.Tensor,
+    shift: torch.Tensor,
+    tau: torch.Tensor | float,
+    *,
+    prior: str,
+    levels: int,
+    K: int,
+    T: int,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(u_KT, u_K(T−1), res_sq (T, B)): T eager blocks without a graph."""
+    return blocks_of(denoise_block, u0, scale, shift, tau, prior=prior, levels=levels, K=K, T=T)
 
 
 def denoise_block_vjp(
