@@ -7,8 +7,8 @@
 // independently of all others over the K steps, so K steps of a group are K steps of the whole
 // iterate restricted to that group: a tile of groups is loaded once, iterated K times in
 // registers (or cache), and stored once; T blocks of K steps likewise run in one pass, with the
-// squared residual of every block summed per sample on the way. The arithmetic is that of WaveletFB._prox, operation for operation
-// and in the same order (v = shift + u·scale; n = ((ΣcH² + ΣcV²) + ΣcD²) summed over channels
+// squared residual of every block summed per sample on the way. The arithmetic is that of
+// WaveletFB._prox, operation for operation and in the same order (v = shift + u·scale; n = ((ΣcH² + ΣcV²) + ΣcD²) summed over channels
 // in channel order for θ_BC; f = relu(1 − τ·(1/√max(n, tiny))); φ = v·f), so the iterates
 // equal the eager step's bit for bit: v is one fused multiply-add where the CPU has FMA (as
 // ATen's vectorised addcmul computes it there), every other operation rounds on its own
@@ -245,9 +245,9 @@ inline void move_tile(const Geometry& g, int64_t nb, const int64_t off[3], int64
 // partial[(t · items + item) · B + b] = Σ (u_{K(t+1)} − u_{Kt})² over the item's coefficients of
 // sample b, accumulated in float64 in a fixed order.
 template <typename T>
-void block_impl(const Geometry& g, const T* u0, const T* scale, const T* shift, T tau, int64_t K,
-                int64_t T_blocks, T* out, T* prev, double* partial) {
-  const auto items = items_of(g);
+void block_impl(const Geometry& g, const std::vector<Item>& items, const T* u0, const T* scale,
+                const T* shift, T tau, int64_t K, int64_t T_blocks, T* out, T* prev,
+                double* partial) {
   const int64_t n_items = (int64_t)items.size();
   const int64_t HW = g.H * g.W, cstride = HW, bstride = g.C * HW;
   const T tiny = std::numeric_limits<T>::min();
@@ -354,7 +354,8 @@ inline void vjp_tile(const Geometry& g, int64_t nb, int64_t n, const T* U, const
         T v[PER][3][V];
         for (int64_t c = 0; c < PER; ++c)
           for (int64_t b = 0; b < 3; ++b)
-            for (int64_t l = 0; l < V; ++l) v[c][b][l] = affine(uk[c][b][l], s[c][b][l], sh[c][b][l]);
+            for (int64_t l = 0; l < V; ++l)
+              v[c][b][l] = affine(uk[c][b][l], s[c][b][l], sh[c][b][l]);
         T f[V], coef[V];
         for (int64_t l = 0; l < V; ++l) {
           T band[3];
@@ -440,7 +441,8 @@ void vjp_impl(const Geometry& g, const T* u0, const T* scale, const T* shift, T 
               // v = shift + u·scale, kept in U
               for (int64_t q = 0; q < g.C * nb; ++q)
                 for (int64_t i = 0; i < n; ++i)
-                  t.U[q * TILE + i] = affine(uk[q * TILE + i], t.S[q * TILE + i], t.SH[q * TILE + i]);
+                  t.U[q * TILE + i] =
+                      affine(uk[q * TILE + i], t.S[q * TILE + i], t.SH[q * TILE + i]);
               if (nb == 3) {
                 for (int64_t gi = 0; gi < groups; ++gi) {
                   T band[3][TILE], dot[TILE];
@@ -474,7 +476,8 @@ void vjp_impl(const Geometry& g, const T* u0, const T* scale, const T* shift, T 
                   for (int64_t c = 0; c < per; ++c)
                     for (int64_t kk = 0; kk < 3; ++kk) {
                       const int64_t q = (((gi * per) + c) * nb + kk) * TILE;
-                      for (int64_t i = 0; i < n; ++i) G[q + i] = f[i] * G[q + i] + coef[i] * t.U[q + i];
+                      for (int64_t i = 0; i < n; ++i)
+                        G[q + i] = f[i] * G[q + i] + coef[i] * t.U[q + i];
                     }
                 }
               }
@@ -527,10 +530,11 @@ std::vector<torch::Tensor> denoise_blocks(const torch::Tensor& u0, const torch::
   TORCH_CHECK(T >= 1, "T must be >= 1");
   auto out = torch::empty_like(u0);
   auto prev = T > 1 ? torch::empty_like(u0) : u0;
-  const int64_t n_items = (int64_t)items_of(g).size();
+  const auto items = items_of(g);
+  const int64_t n_items = (int64_t)items.size();
   auto partial = torch::empty({T, n_items, g.B}, u0.options().dtype(torch::kFloat64));
   AT_DISPATCH_FLOATING_TYPES(u0.scalar_type(), "denoise_blocks", [&] {
-    block_impl<scalar_t>(g, u0.data_ptr<scalar_t>(), scale.data_ptr<scalar_t>(),
+    block_impl<scalar_t>(g, items, u0.data_ptr<scalar_t>(), scale.data_ptr<scalar_t>(),
                          shift.data_ptr<scalar_t>(), (scalar_t)tau, K, T, out.data_ptr<scalar_t>(),
                          prev.data_ptr<scalar_t>(), partial.data_ptr<double>());
   });
